@@ -1,0 +1,15 @@
+# The two commands: `make demo` (the main CPU job) and `make test` (the test suite).
+# Both set everything up on a fresh machine first (idempotent, fast when done).
+VENV := .venv
+NP ?= 1
+
+.PHONY: setup demo test
+
+setup:
+	@bash launch/setup.sh
+
+demo: setup
+	$(VENV)/bin/mpirun -n $(NP) $(VENV)/bin/essa-train --config launch/configs/demo-cpu.yaml
+
+test: setup
+	$(VENV)/bin/python -m pytest -q tests

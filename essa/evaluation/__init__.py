@@ -1,0 +1,1 @@
+"""Evaluation: metrics over scored samples (greedy accuracy, avg@k, pass@k)."""

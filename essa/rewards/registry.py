@@ -1,0 +1,37 @@
+"""Look rewards up by name: the built-in ones, or a user's ``"module:function"``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from essa.rewards.arithmetic import make_arithmetic_reward
+from essa.rewards.gsm8k import make_gsm8k_reward
+from essa.rewards.math_reward import make_math_reward
+from essa.rewards.user_reward import load_user_reward
+
+RewardFn = Callable[[list[str], list[str]], list[float]]
+"""``reward(completions, answers) -> scores``: 1.0 correct, 0.0 wrong or unscorable."""
+
+BUILT_IN: dict[str, Callable[..., RewardFn]] = {
+    "arithmetic": make_arithmetic_reward,
+    "gsm8k": make_gsm8k_reward,
+    "math": make_math_reward,
+}
+
+
+def get_reward(name: str, **options) -> RewardFn:
+    """Return the reward called ``name`` built with ``options``.
+
+    ``name`` is a built-in reward (``arithmetic``, ``gsm8k``, ``math``; see docs/rewards.md for
+    their options) or ``"module:function"`` for a user reward, whose options are passed to it on
+    every call. The result maps ``(completions, answers)`` to one float per completion.
+    """
+    if name in BUILT_IN:
+        try:
+            return BUILT_IN[name](**options)
+        except TypeError as error:
+            raise TypeError(f"reward {name!r}: {error}") from error
+    if ":" in name:
+        return load_user_reward(name, **options)
+    known = ", ".join(sorted(BUILT_IN))
+    raise ValueError(f"unknown reward {name!r}: use one of {known} or 'module:function'")

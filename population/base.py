@@ -1,0 +1,123 @@
+"""The strategy interface and the bookkeeping every strategy shares.
+
+A strategy proposes ``ask() -> (popsize, dim)`` float64 candidates and learns from
+``tell(candidates, fitness)``, where higher fitness is better. Subclasses implement
+``_ask``, ``_tell`` (which receives fitness already passed through the failure rule of
+``population.fitness``), ``mean``, ``sigma`` and optionally ``_stop``; the base class keeps the
+generation count, the evaluation count and the best-so-far, and checks the common stop
+conditions ``maxiter`` and ``ftarget``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from population.bounds import normalize_bounds
+from population.fitness import sanitize_fitness
+
+
+class Strategy(ABC):
+    """Ask/tell evolution strategy over float64 vectors, maximizing fitness.
+
+    Attributes: ``dim``, ``popsize``, ``seed``, ``bounds`` (``None`` or ``(lower, upper)``),
+    ``generation`` (completed tells), ``evaluations``, ``best_x`` (``None`` until a
+    generation with a finite fitness was told), ``best_fitness`` (``-inf`` until then),
+    ``last_failed`` (failed candidates in the last tell).
+    """
+
+    name: str = "strategy"
+
+    def __init__(self, x0, popsize: int, seed: int, bounds=None,
+                 max_generations: int | None = None, target_fitness: float | None = None):
+        x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
+        if x0.size == 0 or not np.all(np.isfinite(x0)):
+            raise ValueError("x0 must be a non-empty finite vector")
+        if int(popsize) < 2:
+            raise ValueError("popsize must be at least 2")
+        self.dim = int(x0.size)
+        self.popsize = int(popsize)
+        self.seed = int(seed)
+        self.bounds = normalize_bounds(bounds, self.dim)
+        self.max_generations = max_generations
+        self.target_fitness = target_fitness
+        self.generation = 0
+        self.evaluations = 0
+        self.best_x: np.ndarray | None = None
+        self.best_fitness = -np.inf
+        self.last_failed = 0
+
+    # ---- the contract -------------------------------------------------------------------
+
+    def ask(self) -> np.ndarray:
+        """Return the next generation's candidates, shape (popsize, dim), float64."""
+        candidates = np.ascontiguousarray(self._ask(), dtype=np.float64)
+        assert candidates.shape == (self.popsize, self.dim), candidates.shape
+        return candidates
+
+    def tell(self, candidates, fitness) -> None:
+        """Update from the candidates of ``ask()`` and their fitness (higher is better).
+
+        Non-finite fitness marks a failed candidate (see ``population.fitness``).
+        """
+        candidates = np.asarray(candidates, dtype=np.float64)
+        if candidates.shape != (self.popsize, self.dim):
+            raise ValueError(f"candidates must have shape {(self.popsize, self.dim)}, "
+                             f"got {candidates.shape}")
+        values, failed = sanitize_fitness(fitness, self.popsize)
+        self.last_failed = int(failed.sum())
+        self._record_best(candidates, values, failed)
+        self._tell(candidates, values)
+        self.generation += 1
+        self.evaluations += self.popsize
+
+    def stop(self) -> dict:
+        """Triggered stop conditions as ``{name: value}``; empty while the search goes on."""
+        triggered = dict(self._stop())
+        if self.max_generations is not None and self.generation >= self.max_generations:
+            triggered["maxiter"] = self.max_generations
+        if self.target_fitness is not None and self.best_fitness >= self.target_fitness:
+            triggered["ftarget"] = self.target_fitness
+        return triggered
+
+    @property
+    def result(self) -> dict:
+        """Summary: best_x, best_fitness, mean, sigma, generation, evaluations."""
+        return {"best_x": None if self.best_x is None else self.best_x.copy(),
+                "best_fitness": self.best_fitness, "mean": self.mean.copy(),
+                "sigma": self.sigma, "generation": self.generation,
+                "evaluations": self.evaluations}
+
+    @property
+    @abstractmethod
+    def mean(self) -> np.ndarray:
+        """Current centre of the search distribution, shape (dim,)."""
+
+    @property
+    @abstractmethod
+    def sigma(self) -> float:
+        """Current overall step size."""
+
+    # ---- for subclasses -----------------------------------------------------------------
+
+    @abstractmethod
+    def _ask(self) -> np.ndarray:
+        """Sample (popsize, dim) candidates."""
+
+    @abstractmethod
+    def _tell(self, candidates: np.ndarray, fitness: np.ndarray) -> None:
+        """Update the distribution; ``fitness`` is finite, higher is better."""
+
+    def _stop(self) -> dict:
+        """Strategy-specific stop conditions."""
+        return {}
+
+    def _record_best(self, candidates: np.ndarray, fitness: np.ndarray,
+                     failed: np.ndarray) -> None:
+        if failed.all():
+            return
+        i = int(np.argmax(np.where(failed, -np.inf, fitness)))
+        if fitness[i] > self.best_fitness:
+            self.best_fitness = float(fitness[i])
+            self.best_x = candidates[i].copy()

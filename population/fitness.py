@@ -1,0 +1,67 @@
+"""Fitness conventions: the one place for the sign rule, the failure rule and fitness shaping.
+
+Sign rule: every strategy in this package *maximizes* fitness (reward up). pycma minimizes a
+cost, so the pycma-backed strategies hand it ``to_cost(fitness) = -fitness`` and nothing else
+in the package negates anything.
+
+Failure rule: a non-finite fitness (NaN, +inf or -inf) marks a failed candidate (a crashed
+worker, an unscorable batch). It is replaced by ``worst finite fitness of the generation -
+margin`` with ``margin = 1 + (best - worst)`` over the finite values, so a failed candidate
+ranks strictly last and never becomes the best-so-far. If every candidate of a generation
+failed, all get the same value ``ALL_FAILED_FITNESS`` (a tie: rank-based updates then carry no
+selection information, which is the honest outcome) and ``best_x`` is not updated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ALL_FAILED_FITNESS = 0.0
+"""Value every candidate gets when a whole generation failed (only ties matter then)."""
+
+
+def sanitize_fitness(fitness, popsize: int) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the failure rule.
+
+    Returns ``(fitness (popsize,) float64, failed (popsize,) bool)``; raises ``ValueError``
+    when the length does not match the population.
+    """
+    values = np.asarray(fitness, dtype=np.float64).reshape(-1)
+    if values.shape[0] != popsize:
+        raise ValueError(f"expected {popsize} fitness values, got {values.shape[0]}")
+    failed = ~np.isfinite(values)
+    if not failed.any():
+        return values.copy(), failed
+    if failed.all():
+        return np.full(popsize, ALL_FAILED_FITNESS), failed
+    finite = values[~failed]
+    worst, best = finite.min(), finite.max()
+    cleaned = values.copy()
+    cleaned[failed] = worst - (1.0 + (best - worst))
+    return cleaned, failed
+
+
+def to_cost(fitness: np.ndarray) -> np.ndarray:
+    """Reward (maximized) to pycma cost (minimized)."""
+    return -np.asarray(fitness, dtype=np.float64)
+
+
+def centered_ranks(fitness: np.ndarray) -> np.ndarray:
+    """Fitness shaping of OpenAI-ES: ranks mapped linearly onto [-0.5, 0.5], best = +0.5.
+
+    Ties get the mean of their ranks, so equal fitness gives equal weight.
+    """
+    values = np.asarray(fitness, dtype=np.float64)
+    n = values.shape[0]
+    if n < 2:
+        return np.zeros(n)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(n)
+    ranks[order] = np.arange(n, dtype=np.float64)
+    # Average the ranks of tied values so that ties are treated symmetrically.
+    unique, inverse = np.unique(values, return_inverse=True)
+    if unique.shape[0] < n:
+        sums = np.bincount(inverse, weights=ranks)
+        counts = np.bincount(inverse)
+        ranks = (sums / counts)[inverse]
+    return ranks / (n - 1) - 0.5

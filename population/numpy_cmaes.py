@@ -1,0 +1,152 @@
+"""Own numpy CMA-ES with full covariance, written for d in the thousands.
+
+The covariance update is the tutorial's (Hansen, arXiv:1604.00772, eqs. 41-47, active CMA) and
+the constants are pycma's defaults (``population.cma_params``). What differs from pycma is how
+C is factored for sampling, because the eigendecomposition is what dominates at large d (about
+200 s for d = 7,168 on the 2-core test machine, see benchmarks/RESULTS_population.md):
+
+* C = A A^T is factored by Cholesky (several times cheaper than ``eigh``) and, as in the
+  tutorial's lazy update, only every ``1 / ((c1 + cmu) * d * 10)`` generations; between
+  refreshes candidates are sampled from the last factor.
+* The step-size path whitens the mean step with A^{-1} instead of the symmetric C^{-1/2}. Both
+  map the selected steps onto N(0, I) under random selection, so the path length test is
+  unchanged; A changes smoothly with C, as in Cholesky-CMA-ES (Krause et al., 2016).
+* Sampling multiplies in float32 (half the time; the sampling precision is irrelevant), the
+  covariance itself is kept and updated in float64.
+
+Bounds: candidates are clipped into the box, the update uses the unclipped samples, and the
+mean is clipped into the box after each update.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from population import cma_params as cp
+from population.base import Strategy
+from population.bounds import clip_to_bounds
+
+
+class NumpyCMAES(Strategy):
+    """Full-covariance CMA-ES in numpy (own implementation, tested to converge like pycma)."""
+
+    name = "cmaes-numpy"
+
+    def __init__(self, x0, sigma0: float, popsize: int, seed: int, bounds=None,
+                 max_generations: int | None = None, target_fitness: float | None = None,
+                 tolx: float = 1e-11, lazy_gap_factor: float = 1.0):
+        super().__init__(x0, popsize, seed, bounds, max_generations, target_fitness)
+        if sigma0 <= 0:
+            raise ValueError("sigma0 must be positive")
+        p = self.params = cp.make_params(self.dim, self.popsize, separable=False)
+        self._mean = clip_to_bounds(np.asarray(x0, dtype=np.float64).reshape(-1).copy(),
+                                    self.bounds)
+        self._sigma = float(sigma0)
+        self.cov = np.eye(self.dim)  # C, (d, d) float64
+        self.factor = np.eye(self.dim)  # A with A A^T = C at the last refresh, lower triangular
+        self.factor_generation = 0
+        self.lazy_gap = lazy_gap_factor / ((p.c1 + p.cmu) * self.dim * 10)
+        self.p_sigma = np.zeros(self.dim)
+        self.p_c = np.zeros(self.dim)
+        self.rng = np.random.Generator(np.random.PCG64(self.seed))
+        self.tolx = float(tolx)
+        self._factor32: np.ndarray | None = None  # float32 copy of A for sampling
+        self._last_z: np.ndarray | None = None  # (lam, d) float32 normals of the last ask
+        self._last_y: np.ndarray | None = None  # (lam, d) float32 steps A z of the last ask
+        self._last_x: np.ndarray | None = None  # (lam, d) candidates of the last ask
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._mean.copy()
+
+    @property
+    def sigma(self) -> float:
+        return self._sigma
+
+    def __getstate__(self):
+        """Pickle without the float32 sampling copy of A (rebuilt from ``factor``)."""
+        state = self.__dict__.copy()
+        state["_factor32"] = None  # derived from self.factor; rebuilt on demand
+        return state
+
+    def _ask(self) -> np.ndarray:
+        self._refresh_factor_if_due()
+        if self._factor32 is None:
+            self._factor32 = self.factor.astype(np.float32)
+        z = self.rng.standard_normal((self.popsize, self.dim), dtype=np.float32)  # (lam, d)
+        y = z @ self._factor32.T  # (lam, d) ~ N(0, C)
+        x = self._mean + self._sigma * y.astype(np.float64)
+        self._last_z, self._last_y = z, y
+        self._last_x = clip_to_bounds(x, self.bounds)
+        return self._last_x
+
+    def _refresh_factor_if_due(self) -> None:
+        """Lazy update of A (tutorial, Sect. B.2): at most every ``lazy_gap`` generations."""
+        if self.generation - self.factor_generation < self.lazy_gap:
+            return
+        self.cov = (self.cov + self.cov.T) / 2  # keep it exactly symmetric
+        self.factor = _cholesky(self.cov)
+        self.factor_generation = self.generation
+        self._factor32 = None
+
+    def _samples(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(z, y) with y_i = (x_i - m) / sigma and z_i = A^{-1} y_i, float64 (lam, d) each;
+        taken from the last ask when the candidates come back unchanged."""
+        if self._last_x is not None and np.array_equal(candidates, self._last_x):
+            return self._last_z.astype(np.float64), self._last_y.astype(np.float64)
+        # Slow path (O(d^3)): the caller told other vectors than it was asked.
+        y = (candidates - self._mean) / self._sigma
+        return np.linalg.solve(self.factor, y.T).T, y
+
+    def _tell(self, candidates: np.ndarray, fitness: np.ndarray) -> None:
+        p = self.params
+        order = np.argsort(-fitness, kind="stable")  # best first
+        z, y = self._samples(candidates)
+        z, y = z[order], y[order]  # (lam, d) each, best first
+        z_mean = p.weights[:p.mu] @ z[:p.mu]
+        y_mean = p.weights[:p.mu] @ y[:p.mu]
+        self._mean = self._mean + p.cm * self._sigma * y_mean  # eq. (41)
+        self.p_sigma = cp.update_sigma_path(self.p_sigma, z_mean, p)
+        h_sigma = cp.stall_indicator(self.p_sigma, self.generation, p)
+        self.p_c = cp.update_cov_path(self.p_c, y_mean, h_sigma, p)
+        self._update_cov(y, np.einsum("ij,ij->i", z, z), h_sigma)
+        self._sigma = cp.update_sigma(self._sigma, self.p_sigma, p)
+        self._mean = clip_to_bounds(self._mean, self.bounds)
+        self._last_z = self._last_y = self._last_x = None
+
+    def _update_cov(self, y_sorted: np.ndarray, z_sq_norms: np.ndarray, h_sigma: float) -> None:
+        """Eq. (47): decay, rank-one and (active) rank-mu update, as two symmetric products."""
+        p = self.params
+        coef = p.cmu * cp.active_weights(z_sq_norms, p)  # (lam,)
+        pos = np.vstack([np.sqrt(p.c1) * self.p_c,
+                         np.sqrt(coef[coef > 0])[:, None] * y_sorted[coef > 0]])
+        neg = np.sqrt(-coef[coef < 0])[:, None] * y_sorted[coef < 0]
+        self.cov *= cp.cov_decay(h_sigma, p)
+        # A^T @ A of one buffer runs as a symmetric rank-k product (BLAS syrk): half the flops.
+        self.cov += pos.T @ pos
+        if neg.size:
+            self.cov -= neg.T @ neg
+
+    def _stop(self) -> dict:
+        triggered = {}
+        diag = np.diag(self.cov)
+        if self._sigma * np.sqrt(diag.max()) < self.tolx \
+                and self._sigma * np.abs(self.p_c).max() < self.tolx:
+            triggered["tolx"] = self.tolx
+        factor_diag = np.abs(np.diag(self.factor))
+        # cond(C) >= (max/min of diag(A))^2: a cheap lower bound without a decomposition.
+        if (factor_diag.max() / factor_diag.min()) ** 2 > 1e14:
+            triggered["conditioncov"] = 1e14
+        return triggered
+
+
+def _cholesky(cov: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor; adds a tiny ridge if rounding made C slightly indefinite."""
+    ridge = 0.0
+    scale = float(np.trace(cov)) / cov.shape[0]
+    for _ in range(8):
+        try:
+            return np.linalg.cholesky(cov + ridge * np.eye(cov.shape[0]) if ridge else cov)
+        except np.linalg.LinAlgError:
+            ridge = max(ridge * 100, 1e-14 * scale)
+    raise np.linalg.LinAlgError("covariance matrix is not positive definite")

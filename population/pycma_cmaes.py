@@ -1,0 +1,87 @@
+"""CMA-ES through pycma: full covariance (the paper's method) or diagonal (sep-CMA-ES).
+
+Randomness: pycma is given ``randn`` bound to a private ``RandomState(seed)``. That stream is
+exactly the one plain pycma draws after ``np.random.seed(seed)``, so this wrapper proposes the
+same candidates as ``cma.CMAEvolutionStrategy(x0, sigma0, {'seed': seed, ...})`` (checked by
+the tests), yet it neither reads nor reseeds numpy's global generator. As a safety net every
+pycma call also runs with the global state swapped for a second private state
+(``population.rng``), so any other draw pycma might make stays inside the strategy too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import cma
+
+from population.base import Strategy
+from population.fitness import to_cost
+from population.rng import private_global_random_state
+
+ZERO_SEED_STANDIN = 2**31 - 1
+"""pycma treats seed 0 as "seed from the clock"; seed 0 is mapped to this constant instead."""
+
+
+class PrivateNormal:
+    """Picklable ``randn(*shape)`` drawing from its own ``RandomState``."""
+
+    def __init__(self, seed: int):
+        self.state = np.random.RandomState(seed)
+
+    def __call__(self, *shape):
+        return self.state.randn(*shape)
+
+
+def pycma_seed(seed: int) -> int:
+    """The seed pycma sees for ``seed`` (identity except for 0)."""
+    return int(seed) if int(seed) > 0 else ZERO_SEED_STANDIN
+
+
+class PycmaCMAES(Strategy):
+    """pycma's CMA-ES behind the ``Strategy`` interface.
+
+    ``diagonal=True`` selects sep-CMA-ES (pycma option ``CMA_diagonal``). ``bounds`` uses pycma's
+    own boundary handling (``BoundTransform``). ``pycma_options`` are passed through unchanged
+    (for example ``tolfun``, ``CMA_active``); verbosity and log files are off by default.
+    """
+
+    def __init__(self, x0, sigma0: float, popsize: int, seed: int, bounds=None,
+                 diagonal: bool = False, max_generations: int | None = None,
+                 target_fitness: float | None = None, **pycma_options):
+        super().__init__(x0, popsize, seed, bounds, max_generations, target_fitness)
+        self.name = "sep-cmaes" if diagonal else "cmaes"
+        self.diagonal = bool(diagonal)
+        self._randn = PrivateNormal(pycma_seed(seed))
+        self._global_state = np.random.RandomState(pycma_seed(seed))
+        opts = {"popsize": self.popsize, "seed": np.nan, "randn": self._randn,
+                "CMA_diagonal": self.diagonal, "verbose": -9, "verb_log": 0, "verb_disp": 0,
+                "tolflatfitness": np.inf}
+        if self.bounds is not None:
+            opts["bounds"] = [list(self.bounds[0]), list(self.bounds[1])]
+        opts.update(pycma_options)
+        with private_global_random_state(self._global_state):
+            self.es = cma.CMAEvolutionStrategy(np.asarray(x0, dtype=np.float64).reshape(-1),
+                                               float(sigma0), opts)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.array(self.es.mean, dtype=np.float64)
+
+    @property
+    def sigma(self) -> float:
+        return float(self.es.sigma)
+
+    def _ask(self) -> np.ndarray:
+        with private_global_random_state(self._global_state):
+            return np.asarray(self.es.ask(), dtype=np.float64)
+
+    def _tell(self, candidates: np.ndarray, fitness: np.ndarray) -> None:
+        with private_global_random_state(self._global_state):
+            self.es.tell(list(candidates), list(to_cost(fitness)))
+
+    def _stop(self) -> dict:
+        with private_global_random_state(self._global_state):
+            triggered = dict(self.es.stop())
+        # pycma's ftarget and maxiter act on costs and its own counters: the base class owns
+        # those two names, with reward semantics.
+        triggered.pop("ftarget", None)
+        return triggered
