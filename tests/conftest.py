@@ -19,15 +19,38 @@ def demo_model() -> Path:
     return prepare_demo_model(check=False)
 
 
+def _test_engine_config(**kw):
+    from essa.config import EngineConfig
+    return EngineConfig(max_model_len=512, kv_cache_gib=1, enforce_eager=True, **kw)
+
+
 @pytest.fixture(scope="session")
 def vllm_engine(demo_model):
-    """One real vLLM CPU engine on the demo model for the whole session (eager: starts fast)."""
-    from essa.config import EngineConfig, ModelConfig
+    """One real vLLM CPU engine in merged mode for the whole session (eager: starts fast)."""
+    from essa.config import ModelConfig
     from essa.engines.vllm_engine import VLLMEngine
-    engine = VLLMEngine(demo_model, ModelConfig(path=str(demo_model)),
-                        EngineConfig(max_model_len=512, memory_fraction=0.15, enforce_eager=True))
+    engine = VLLMEngine(demo_model, ModelConfig(path=str(demo_model)), _test_engine_config(mode="merged"))
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_lora_engine(demo_model):
+    """A second real engine with LoRA enabled (adapter mode; switchable to merged for comparisons)."""
+    from essa.config import ModelConfig
+    from essa.engines.vllm_engine import VLLMEngine
+    engine = VLLMEngine(demo_model, ModelConfig(path=str(demo_model)),
+                        _test_engine_config(mode="adapter", max_loras=4), both_modes=True)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def small_adapter(demo_model, tmp_path_factory):
+    """A fresh rank-8 q/k/v/o adapter for the demo model, small like an SFT update (2% of ||W||)."""
+    from essa.adapters.init import write_fresh_adapter
+    return write_fresh_adapter(demo_model, tmp_path_factory.mktemp("adapter") / "fresh", rank=8,
+                               rel_norm=0.02, seed=3)
 
 
 def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None, timeout: int = 600):

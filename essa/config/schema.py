@@ -106,6 +106,52 @@ class TaskConfig:
 
 
 @dataclass
+class AdapterConfig:
+    """The LoRA adapter whose singular values ESSA searches, and where it comes from."""
+
+    init: str = _f("sft", "Where the starting adapter comes from: 'sft' (train the warm start with "
+                   "the sft section, cached in the run's parent folder), 'fresh' (a random adapter, "
+                   "the paper's no-warm-start ablation) or the path of a PEFT LoRA adapter folder.")
+    rank: int = _f(8, "LoRA rank r of a trained or fresh adapter.")
+    alpha: float = _f(16.0, "LoRA alpha (the update is scaled by alpha / r).")
+    target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"],
+                                   "Modules that get LoRA factors (attention projections by default).")
+    alpha_frac: float = _f(1.0, "Share of each factor's singular values that is searched: the top "
+                           "floor(alpha_frac * r); the rest keep their starting values.")
+
+    def validate(self) -> None:
+        _check(self.rank >= 1, f"adapter.rank: must be >= 1, got {self.rank}")
+        _check(self.alpha > 0, f"adapter.alpha: must be > 0, got {self.alpha}")
+        _check(bool(self.target_modules), "adapter.target_modules: must not be empty")
+        _check(0 < self.alpha_frac <= 1, f"adapter.alpha_frac: must be in (0, 1], got {self.alpha_frac}")
+        _check(int(self.alpha_frac * self.rank + 1e-9) >= 1,
+               f"adapter.alpha_frac: floor({self.alpha_frac} * rank {self.rank}) = 0 values would be "
+               f"searched; use alpha_frac >= {1 / self.rank:.3g}")
+
+
+@dataclass
+class SFTConfig:
+    """The LoRA SFT warm start (essa-sft): loss on the answer tokens only."""
+
+    steps: int = _f(60, "Optimizer steps.")
+    batch_size: int = _f(8, "Examples per step.")
+    learning_rate: float = _f(1e-3, "AdamW learning rate (constant after warm-up).")
+    warmup_steps: int = _f(5, "Linear warm-up steps.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_examples: int = _f(2000, "Use at most this many training examples.")
+    max_length: int = _f(384, "Truncate prompt + answer to this many tokens.")
+    threads: int = _f(0, "torch CPU threads; 0 leaves torch's default.")
+    eval_examples: int = _f(200, "Validation examples scored after training (0: skip).")
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "max_examples", "max_length"):
+            _check(getattr(self, name) >= 1, f"sft.{name}: must be >= 1, got {getattr(self, name)}")
+        _check(self.learning_rate > 0, f"sft.learning_rate: must be > 0, got {self.learning_rate}")
+        _check(self.warmup_steps >= 0 and self.eval_examples >= 0 and self.threads >= 0,
+               "sft.warmup_steps, sft.eval_examples, sft.threads: must be >= 0")
+
+
+@dataclass
 class EngineConfig:
     """The inference engine each worker owns."""
 
@@ -117,8 +163,17 @@ class EngineConfig:
     max_model_len: int = _f(1024, "Longest prompt plus completion, in tokens.")
     memory_fraction: float = _f(0.3, "vLLM gpu_memory_utilization: the share of GPU memory, or on the "
                                 "CPU build the share of RAM, reserved for weights and KV cache.")
+    kv_cache_gib: int = _f(0, "vLLM CPU build: KV cache size in whole GiB (VLLM_CPU_KVCACHE_SPACE); "
+                             "0 sizes it from memory_fraction. Set it to run several engines in one "
+                             "process or machine.")
     tensor_parallel_size: int = _f(1, "GPUs per engine (for 70B-class models).")
     seed: int = _f(0, "Engine sampling seed.")
+    mode: Literal["auto", "adapter", "merged"] = _f(
+        "auto", "How a candidate is applied (vLLM): 'adapter' (LoRA kernels, several candidates per "
+        "pass, needed for quantized models), 'merged' (delta added into the base weights and "
+        "restored exactly, one candidate per pass), 'auto' (merged on the CPU build, else adapter).")
+    max_loras: int = _f(8, "Adapter mode: most candidates (LoRA adapters) in one engine pass.")
+    adapter_dir: str = _f("", "Adapter mode: folder for candidate adapters (default /dev/shm).")
     enforce_eager: bool = _f(False, "vLLM: skip torch.compile / graph capture. Starts in seconds "
                              "instead of minutes on the CPU build, generates slower (tests use it).")
 
@@ -131,6 +186,8 @@ class EngineConfig:
         _check(0 < self.memory_fraction <= 1,
                f"engine.memory_fraction: must be in (0, 1], got {self.memory_fraction}")
         _check(self.tensor_parallel_size >= 1, "engine.tensor_parallel_size: must be >= 1")
+        _check(self.kv_cache_gib >= 0, f"engine.kv_cache_gib: must be >= 0, got {self.kv_cache_gib}")
+        _check(self.max_loras >= 1, f"engine.max_loras: must be >= 1, got {self.max_loras}")
 
 
 @dataclass
@@ -142,6 +199,8 @@ class RunConfig:
     seed: int = _f(0, "Master seed: data sampling, search and task generation derive from it.")
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "Base model."})
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "Task and reward."})
+    adapter: AdapterConfig = field(default_factory=AdapterConfig, metadata={"help": "The searched adapter."})
+    sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "SFT warm start."})
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "Inference engine."})
 
     def validate(self) -> None:
@@ -149,4 +208,6 @@ class RunConfig:
                f"name: must be a non-empty folder name without '/', got {self.name!r}")
         self.model.validate()
         self.task.validate()
+        self.adapter.validate()
+        self.sft.validate()
         self.engine.validate()

@@ -1,7 +1,8 @@
 """The one small interface every inference engine implements.
 
 The runtime calls ``generate(prompts, candidates)``: every prompt answered under every candidate.
-A candidate is ``None`` (the base model) or an adapter (a PEFT folder, or in-memory LoRA tensors).
+A candidate is ``None`` (the base model), a PEFT adapter folder (``str`` or ``Path``), or a
+:class:`LoraCandidate` (LoRA tensors in memory).
 The runtime never knows which backend it drives.
 """
 
@@ -31,6 +32,41 @@ class SamplingSettings:
     stop: list[str] = field(default_factory=list)
 
 
+@dataclass
+class LoraCandidate:
+    """A LoRA adapter held in memory, as ``SvdSpace.materialize`` returns it.
+
+    ``tensors`` maps PEFT keys (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``)
+    to A (r, in) and B (out, r), unscaled; ``config`` is the adapter_config.json mapping
+    (``r``, ``lora_alpha``, ``target_modules``). Engines never modify these tensors in place.
+    """
+
+    tensors: dict[str, Any]
+    config: dict
+    name: str = "candidate"
+
+
+def candidate_label(candidate: Any) -> str:
+    """A short printable name of a candidate (None is the base model)."""
+    if candidate is None:
+        return "base"
+    if isinstance(candidate, LoraCandidate):
+        return candidate.name
+    return str(candidate)
+
+
+@dataclass
+class ContinuationScore:
+    """Log-likelihood of a given continuation after a prompt (no generation)."""
+
+    logprob: float
+    num_tokens: int
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / max(self.num_tokens, 1)
+
+
 class Engine(Protocol):
     """What the runtime needs of an engine (vLLM, transformers, or a test stand-in)."""
 
@@ -39,6 +75,11 @@ class Engine(Protocol):
     def generate(self, prompts: Sequence[str], candidates: Sequence[Any] = (None,),
                  sampling: SamplingSettings | None = None) -> list[list[list[Completion]]]:
         """Completions indexed [candidate][prompt][sample]."""
+        ...
+
+    def score_continuations(self, prompts: Sequence[str], continuations: Sequence[str],
+                            candidates: Sequence[Any] = (None,)) -> list[list[ContinuationScore]]:
+        """Log-likelihood of ``continuations[i]`` after ``prompts[i]``, indexed [candidate][item]."""
         ...
 
     def close(self) -> None:

@@ -12,10 +12,16 @@ def sampling_from_config(engine_cfg) -> SamplingSettings:
                             top_p=engine_cfg.top_p, seed=engine_cfg.seed)
 
 
-def make_engine(model_cfg, engine_cfg, **kwargs):
-    """The engine named by ``engine.backend``, with the base model loaded once."""
+def make_engine(model_cfg, engine_cfg, adapter_cfg=None, **kwargs):
+    """The engine named by ``engine.backend``, with the base model loaded once.
+
+    ``adapter_cfg`` (an AdapterConfig) tells the engine the LoRA rank and modules to expect.
+    """
     model_path = resolve_model_path(model_cfg.path)
     if engine_cfg.backend == "vllm":
         from essa.engines.vllm_engine import VLLMEngine
+        if adapter_cfg is not None:
+            kwargs.setdefault("lora_rank", adapter_cfg.rank)
+            kwargs.setdefault("lora_modules", tuple(adapter_cfg.target_modules))
         return VLLMEngine(model_path, model_cfg, engine_cfg, **kwargs)
     raise ValueError(f"engine.backend: {engine_cfg.backend!r} is not available yet; use 'vllm'")

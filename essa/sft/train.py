@@ -1,0 +1,162 @@
+"""The LoRA SFT warm start: a plain torch loop over the task's training split.
+
+The base model is loaded in float32 (bf16 training on the CPU is slow and loses small updates),
+LoRA factors go on ``adapter.target_modules``, and AdamW trains them with a linear warm-up then a
+constant learning rate. The result is a standard PEFT adapter folder (``adapter_config.json`` +
+``adapter_model.safetensors``) plus ``sft_summary.json``, written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from essa.config import ConfigError, to_dict
+from essa.sft.data import TokenizedExample, batch_indices, collate, tokenize_examples
+from essa.sft.publish import publish_folder, write_summary
+
+MAX_GRAD_NORM = 1.0  # clip: a few long answers in a batch of 8 must not blow up a step
+
+
+@dataclass
+class SFTResult:
+    """What one SFT run produced and how it went."""
+
+    adapter_dir: Path
+    steps: int
+    final_loss: float  # mean loss of the last few steps (one step's loss is noisy)
+    losses: list[float]
+    seconds: float
+    examples: int  # training examples available to the sampler
+    target_tokens: int  # answer tokens (the ones with a loss) seen over all steps
+    config: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """The JSON-ready record written as ``sft_summary.json``."""
+        out = asdict(self)
+        out["adapter_dir"] = str(self.adapter_dir)
+        return out
+
+
+def lr_factor(step: int, warmup_steps: int) -> float:
+    """Multiplier of the learning rate at 0-based ``step``: linear warm-up, then constant 1."""
+    if step >= warmup_steps:
+        return 1.0
+    return (step + 1) / (warmup_steps + 1)  # never 0: every step moves the weights
+
+
+def check_target_modules(model, target_modules: list[str]) -> None:
+    """Raise ConfigError naming the targets the model lacks and the linear layers it has."""
+    linear_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                    if isinstance(m, torch.nn.Linear)}
+    missing = [t for t in target_modules if t not in linear_names]
+    if missing:
+        raise ConfigError(f"adapter.target_modules: {missing} not found among the model's linear "
+                          f"layers; it has {sorted(linear_names)}")
+
+
+def load_lora_model(model_path: Path, adapter_cfg, seed: int):
+    """The base model in float32 with fresh, seeded LoRA factors (B = 0, so it starts as the base)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+    check_target_modules(model, adapter_cfg.target_modules)
+    torch.manual_seed(seed)  # lora_A's random init
+    lora = LoraConfig(r=adapter_cfg.rank, lora_alpha=adapter_cfg.alpha,
+                      target_modules=list(adapter_cfg.target_modules), lora_dropout=0.0,
+                      bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def train_steps(model, data: list[TokenizedExample], sft_cfg, seed: int, pad_id: int,
+                progress: bool = True) -> tuple[list[float], int]:
+    """Run ``sft_cfg.steps`` AdamW steps; return the per-step losses and the answer tokens seen."""
+    from tqdm.auto import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=sft_cfg.learning_rate, weight_decay=sft_cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, sft_cfg.warmup_steps))
+    model.train()
+    losses, target_tokens = [], 0
+    bar = tqdm(batch_indices(len(data), sft_cfg.steps, sft_cfg.batch_size, seed), desc="sft",
+               unit="step", disable=not progress)
+    for indices in bar:
+        batch = collate([data[i] for i in indices], pad_id)
+        # The model's own loss: shifted cross-entropy, mean over label tokens (answers + stop).
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        target_tokens += int((batch["labels"] != -100).sum())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses, target_tokens
+
+
+def run_config_record(config) -> dict:
+    """The config sections that shape the adapter (stored in the summary for provenance)."""
+    full = to_dict(config)
+    return {k: full[k] for k in ("seed", "model", "task", "adapter", "sft")}
+
+
+def train_sft(config, output: str | Path, progress: bool = True,
+              extra_summary: dict | None = None) -> SFTResult:
+    """Train the warm-start adapter of ``config`` (a RunConfig) and publish it at ``output``.
+
+    ``output`` is replaced atomically: a reader sees the old folder or the complete new one.
+    ``extra_summary`` entries are added to its ``sft_summary.json``.
+    """
+    from transformers import AutoTokenizer
+
+    from essa.data import load_task
+    from essa.models import resolve_model_path
+
+    if config.sft.threads:
+        torch.set_num_threads(config.sft.threads)
+    output = Path(output)
+    t0 = time.time()
+    model_path = resolve_model_path(config.model.path)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    task = load_task(config.task)
+    examples = task.split(config.task.train_split)[: config.sft.max_examples]
+    if not examples:
+        raise ValueError(f"task {task.name!r}: the {config.task.train_split!r} split is empty")
+    data = tokenize_examples(tokenizer, examples, task.instruction, config.model.chat_template,
+                             config.sft.max_length)
+    if not any(x.num_target_tokens for x in data):
+        raise ValueError(f"sft.max_length={config.sft.max_length} cuts every answer off its prompt; "
+                         f"raise it")
+    model = load_lora_model(model_path, config.adapter, config.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    losses, target_tokens = train_steps(model, data, config.sft, config.seed, pad_id, progress)
+    if not all(math.isfinite(x) for x in losses):
+        raise FloatingPointError(f"SFT loss became non-finite ({losses[-5:]}); lower "
+                                 f"sft.learning_rate (now {config.sft.learning_rate})")
+    tail = losses[-min(5, len(losses)):]
+    result = SFTResult(adapter_dir=output, steps=len(losses), final_loss=sum(tail) / len(tail),
+                       losses=[round(x, 5) for x in losses], seconds=round(time.time() - t0, 1),
+                       examples=len(data), target_tokens=target_tokens,
+                       config=run_config_record(config))
+    save_adapter(model, output, {**result.summary(), **(extra_summary or {})})
+    return result
+
+
+def save_adapter(model, output: Path, summary: dict) -> None:
+    """Write the PEFT folder and its summary to a temporary folder, then move it into place."""
+    tmp = output.parent / f".{output.name}.tmp-{time.time_ns()}"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        write_summary(tmp, summary)
+        publish_folder(tmp, output, overwrite=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already unless saving failed

@@ -1,0 +1,129 @@
+"""The real vLLM CPU engine on SmolLM2: adapter and merged modes, restore, ids, log-likelihoods."""
+
+import numpy as np
+import pytest
+import torch
+
+from essa.adapters.svd_space import SvdSpace
+from essa.engines.base import LoraCandidate, SamplingSettings
+from essa.engines.vllm_engine import resolve_mode, vllm_lora_rank
+
+PROMPTS = [f"<|im_start|>user\nTom has {a} apples and buys {b} more. How many apples now?<|im_end|>\n"
+           f"<|im_start|>assistant\n" for a, b in [(3, 4), (12, 9), (25, 17), (8, 30)]]
+GREEDY = SamplingSettings(max_tokens=12)
+
+
+def candidates(adapter_folder, scales):
+    """Candidates that scale every searched singular value (A and B) of the adapter."""
+    space = SvdSpace.from_folder(adapter_folder)
+    v0 = space.initial_vector()
+    return [LoraCandidate(space.materialize(v0 * s), space.adapter.config, f"x{s}") for s in scales]
+
+
+def texts(per_prompt):
+    return [c[0].text for c in per_prompt]
+
+
+def test_mode_rules_and_rank_rounding():
+    assert vllm_lora_rank(2) == 8 and vllm_lora_rank(8) == 8 and vllm_lora_rank(20) == 32
+    assert resolve_mode("auto", "none", on_cpu=True) == "merged"
+    assert resolve_mode("auto", "int4", on_cpu=False) == "adapter"
+    with pytest.raises(ValueError, match="merged needs dense base weights"):
+        resolve_mode("merged", "int4", on_cpu=False)
+
+
+def test_adapter_mode_batches_candidates_without_leaking(vllm_lora_engine, small_adapter):
+    """K candidates in one pass: each output equals that candidate run alone. The CPU LoRA kernels
+    are not batch-invariant, so "alone" means the same pass size (its prompts repeated K times)."""
+    engine = vllm_lora_engine
+    engine.set_mode("adapter")
+    cands = candidates(small_adapter, [2.0, 2.5, 1.5])
+    together = engine.generate(PROMPTS, [None, *cands], GREEDY)
+    base = texts(together[0])
+    outs = [tuple(texts(together[i])) for i in (1, 2, 3)]
+    assert all(list(o) != base for o in outs) and len(set(outs)) == 3
+    for i, cand in enumerate(cands, start=1):
+        alone = engine.generate(PROMPTS * 4, [cand], GREEDY)[0]
+        assert texts(alone)[:len(PROMPTS)] == texts(together[i])
+    assert engine.loaded_adapter_ids() == set()
+    assert list(engine.folders.root.iterdir()) == []  # no adapter files left behind
+
+
+def test_adapter_ids_never_repeat(vllm_lora_engine, small_adapter):
+    engine = vllm_lora_engine
+    engine.set_mode("adapter")
+    seen = []
+    original = engine._load_adapter
+    engine._load_adapter = lambda c: seen.append(r := original(c)) or r
+    try:
+        for _ in range(3):  # three "generations" of two candidates
+            engine.generate(PROMPTS[:1], candidates(small_adapter, [2.0, 3.0]), SamplingSettings(max_tokens=2))
+    finally:
+        engine._load_adapter = original
+    ids = [entry[0].lora_int_id for entry in seen]
+    assert len(ids) == 6 and len(set(ids)) == 6
+
+
+def test_folder_candidate_equals_in_memory_candidate(vllm_lora_engine, small_adapter, tmp_path):
+    engine = vllm_lora_engine
+    engine.set_mode("adapter")
+    space = SvdSpace.from_folder(small_adapter)
+    vec = space.initial_vector() * 4.0
+    space.write_candidate(vec, tmp_path / "cand")
+    in_memory = LoraCandidate(space.materialize(vec), space.adapter.config)
+    out = engine.generate(PROMPTS, [tmp_path / "cand", in_memory], GREEDY)
+    assert texts(out[0]) == texts(out[1])
+    assert (tmp_path / "cand" / "adapter_config.json").is_file()  # a caller's folder is not deleted
+
+
+def test_merged_mode_matches_adapter_mode(vllm_lora_engine, small_adapter):
+    """Same candidate, two ways of applying it. bf16 merging rounds differently from the LoRA
+    kernels, so an occasional late token may differ; most completions must be identical and all
+    must share their first tokens."""
+    engine = vllm_lora_engine
+    cands = candidates(small_adapter, [1.0, 1.5])
+    engine.set_mode("adapter")
+    adapter_out = engine.generate(PROMPTS, cands, GREEDY)
+    engine.set_mode("merged")
+    merged_out = engine.generate(PROMPTS, cands, GREEDY)
+    engine.set_mode("adapter")
+    pairs = [(a[0].text, m[0].text) for k in range(2) for a, m in zip(adapter_out[k], merged_out[k])]
+    same = sum(a == m for a, m in pairs)
+    assert same >= 5, pairs
+    assert all(a.split()[:2] == m.split()[:2] for a, m in pairs), pairs
+
+
+def test_merged_restore_is_bit_exact(vllm_engine, small_adapter, demo_model):
+    from safetensors import safe_open
+    engine = vllm_engine
+    before = texts(engine.generate(PROMPTS, [None], GREEDY)[0])
+    strong = candidates(small_adapter, [5.0])[0]
+    changed = texts(engine.generate(PROMPTS, [strong], GREEDY)[0])
+    after = texts(engine.generate(PROMPTS, [None], GREEDY)[0])
+    assert changed != before and after == before
+    with safe_open(str(demo_model / "model.safetensors"), "pt") as st:
+        for layer in (0, 17, 29):
+            qkv = torch.cat([st.get_tensor(f"model.layers.{layer}.self_attn.{m}.weight")
+                             for m in ("q_proj", "k_proj", "v_proj")])
+            held = engine.merged.current_weight(layer, "qkv_proj")
+            assert held.dtype == qkv.dtype and torch.equal(held, qkv)
+            o = st.get_tensor(f"model.layers.{layer}.self_attn.o_proj.weight")
+            assert torch.equal(engine.merged.current_weight(layer, "o_proj"), o)
+
+
+def test_score_continuations_prefers_the_likely_text(vllm_engine, small_adapter):
+    engine = vllm_engine
+    greedy = texts(engine.generate(PROMPTS[:2], [None], GREEDY)[0])
+    conts = greedy + ["zebra violin carpet", "qwerty asdf"]
+    scores = engine.score_continuations(PROMPTS[:2] * 2, conts, [None, *candidates(small_adapter, [5.0])])
+    base = scores[0]
+    assert base[0].num_tokens > 0 and base[0].logprob < 0
+    assert base[0].mean_logprob > base[2].mean_logprob and base[1].mean_logprob > base[3].mean_logprob
+    # Greedy tokens are the argmax at each step: under the base model they are near-certain.
+    assert base[0].mean_logprob > -1.0
+    assert scores[1][0].logprob != base[0].logprob  # the candidate changes the likelihood
+
+
+def test_lora_engine_refuses_prompt_logprobs_on_cpu(vllm_lora_engine):
+    with pytest.raises(ValueError, match="engine.mode=merged"):
+        vllm_lora_engine.score_continuations(PROMPTS[:1], ["x"], [None])
