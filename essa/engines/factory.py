@@ -24,4 +24,7 @@ def make_engine(model_cfg, engine_cfg, adapter_cfg=None, **kwargs):
             kwargs.setdefault("lora_rank", adapter_cfg.rank)
             kwargs.setdefault("lora_modules", tuple(adapter_cfg.target_modules))
         return VLLMEngine(model_path, model_cfg, engine_cfg, **kwargs)
-    raise ValueError(f"engine.backend: {engine_cfg.backend!r} is not available yet; use 'vllm'")
+    if engine_cfg.backend == "transformers":
+        from essa.engines.hf_engine import TransformersEngine
+        return TransformersEngine(model_path, model_cfg, engine_cfg)
+    raise ValueError(f"engine.backend: {engine_cfg.backend!r}; choose 'vllm' or 'transformers'")
