@@ -152,6 +152,23 @@ class SFTConfig:
 
 
 @dataclass
+class FitnessConfig:
+    """What a candidate is scored on (essa.fitness): the paper's accuracy, or a denser signal."""
+
+    kind: Literal["accuracy", "loglik", "hybrid"] = _f(
+        "accuracy", "accuracy: mean verifiable reward of greedy generations (the paper's). loglik: "
+        "mean per-token log-likelihood of the reference solution, no generation (dense; needs "
+        "solutions in the data). hybrid: accuracy + hybrid_weight * loglik.")
+    prompts_per_candidate: int = _f(32, "Mini-batch size: prompts every candidate of a generation is "
+                                    "scored on (the same prompts for all candidates).")
+    hybrid_weight: float = _f(0.1, "Weight of the per-token log-likelihood in the hybrid fitness.")
+
+    def validate(self) -> None:
+        _check(self.prompts_per_candidate >= 1, "fitness.prompts_per_candidate: must be >= 1")
+        _check(self.hybrid_weight >= 0, "fitness.hybrid_weight: must be >= 0")
+
+
+@dataclass
 class EngineConfig:
     """The inference engine each worker owns."""
 
@@ -201,6 +218,7 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "Task and reward."})
     adapter: AdapterConfig = field(default_factory=AdapterConfig, metadata={"help": "The searched adapter."})
     sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "SFT warm start."})
+    fitness: FitnessConfig = field(default_factory=FitnessConfig, metadata={"help": "Candidate fitness."})
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "Inference engine."})
 
     def validate(self) -> None:
@@ -210,4 +228,5 @@ class RunConfig:
         self.task.validate()
         self.adapter.validate()
         self.sft.validate()
+        self.fitness.validate()
         self.engine.validate()
