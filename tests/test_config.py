@@ -81,3 +81,10 @@ def test_print_config_cli_shows_resolved_values_and_config_errors_exit_2():
     bad = run_cli(["essa-train", "--set", "search.popsize=3", "--print-config"])
     assert bad.returncode == 2
     assert "unknown config key 'search'" in bad.stderr
+
+
+def test_config_reference_doc_is_current():
+    out = run_cli(["essa", "config", "--fields"])
+    assert out.returncode == 0
+    doc = (ROOT / "docs" / "config.md").read_text()
+    assert out.stdout.strip() in doc, "regenerate docs/config.md with `essa config --fields`"

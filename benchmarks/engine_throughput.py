@@ -1,0 +1,119 @@
+"""Candidate throughput of the vLLM engine: ESSA evaluation vs plain generation, same run.
+
+For K candidates (each its own weights) x B prompts, tokens/s of the engine in merged and adapter
+mode over tokens/s of plain vLLM generation (no LoRA) on the same K x B requests. Also the swap
+cost per candidate (merged: add + restore; adapter: write + load + remove) and the SVD-LoRA
+materialize + write time against one candidate's evaluation time.
+
+    python benchmarks/engine_throughput.py                       # B in {16, 64}, K in {1, 4, 8}
+    python benchmarks/engine_throughput.py --batch-sizes 16 --candidates 1 4 --max-tokens 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--candidates", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--modes", nargs="+", default=["merged", "adapter"], choices=["merged", "adapter"])
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--eager", action="store_true", help="enforce_eager (skip torch.compile)")
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args()
+
+    from essa.adapters.init import write_fresh_adapter
+    from essa.adapters.svd_space import SvdSpace
+    from essa.config import EngineConfig, ModelConfig, RunConfig
+    from essa.data import build_prompts, load_task
+    from essa.engines.base import LoraCandidate, SamplingSettings
+    from essa.engines.vllm_engine import VLLMEngine
+    from essa.models import prepare_demo_model
+
+    model = prepare_demo_model(check=False)
+    tmp = Path(tempfile.mkdtemp(prefix="essa-bench-"))
+    space = SvdSpace.from_folder(write_fresh_adapter(model, tmp / "adapter", rank=8, rel_norm=0.02))
+    rng = np.random.default_rng(0)
+    v0 = space.initial_vector()
+    vectors = [v0 * (1 + 0.3 * rng.standard_normal(space.dim)) for _ in range(max(args.candidates))]
+    task = load_task(RunConfig().task)
+    sampling = SamplingSettings(max_tokens=args.max_tokens)
+
+    def engine(mode):
+        cfg = EngineConfig(max_model_len=512, kv_cache_gib=2, enforce_eager=args.eager, mode=mode,
+                           max_loras=max(args.candidates))
+        return VLLMEngine(model, ModelConfig(path=str(model)), cfg)
+
+    def timed(eng, prompts, cands):
+        t = time.perf_counter()
+        out = eng.generate(prompts, cands, sampling)
+        seconds = time.perf_counter() - t
+        return sum(c[0].num_tokens for per in out for c in per) / seconds, seconds
+
+    engines = {"merged": engine("merged")}  # plain generation runs on the LoRA-free engine
+    if "adapter" in args.modes:
+        engines["adapter"] = engine("adapter")
+    rows = []
+    for b in args.batch_sizes:
+        prompts = build_prompts(engines["merged"].tokenizer, task.split("validation")[:b], task.instruction)
+        timed(engines["merged"], prompts[:4], [None])  # warm-up
+        for k in args.candidates:
+            cands = [LoraCandidate(space.materialize(v), space.adapter.config, f"c{i}")
+                     for i, v in enumerate(vectors[:k])]
+            plain_tps, plain_s = timed(engines["merged"], prompts * k, [None])
+            for mode in args.modes:
+                tps, seconds = timed(engines[mode], prompts, cands)
+                row = {"mode": mode, "B": b, "K": k, "plain_tok_s": round(plain_tps, 1),
+                       "essa_tok_s": round(tps, 1), "ratio": round(tps / plain_tps, 3),
+                       "seconds_per_candidate": round(seconds / k, 2)}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+
+    # Swap cost per candidate against one candidate's evaluation (B = the first batch size).
+    b = args.batch_sizes[0]
+    prompts = build_prompts(engines["merged"].tokenizer, task.split("validation")[:b], task.instruction)
+    cand = LoraCandidate(space.materialize(vectors[0]), space.adapter.config)
+    _, eval_s = timed(engines["merged"], prompts, [cand])
+    from essa.engines.lora_weights import module_deltas
+    t = time.perf_counter()
+    for _ in range(5):
+        engines["merged"].merged.apply(module_deltas(cand))
+        engines["merged"].merged.restore()
+    merged_swap = (time.perf_counter() - t) / 5
+    t = time.perf_counter()
+    for i in range(20):
+        space.write_candidate(vectors[0], tmp / f"w{i}")
+    materialize_write = (time.perf_counter() - t) / 20
+    swap = {"B": b, "eval_seconds_per_candidate": round(eval_s, 3),
+            "merged_apply_restore_s": round(merged_swap, 4),
+            "merged_swap_share": round(merged_swap / eval_s, 4),
+            "materialize_write_s": round(materialize_write, 4),
+            "materialize_write_share": round(materialize_write / eval_s, 4)}
+    if "adapter" in engines:
+        eng = engines["adapter"]
+        t = time.perf_counter()
+        for _ in range(5):
+            entry = eng._load_adapter(cand)
+            eng.llm.llm_engine.add_lora(entry[0])
+            eng.llm.llm_engine.remove_lora(entry[0].lora_int_id)
+            eng.folders.remove(entry[1])
+        adapter_swap = (time.perf_counter() - t) / 5
+        swap.update(adapter_write_load_remove_s=round(adapter_swap, 4),
+                    adapter_swap_share=round(adapter_swap / eval_s, 4))
+    print(json.dumps(swap), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "swap": swap}, indent=2))
+    for eng in engines.values():
+        eng.close()
+
+
+if __name__ == "__main__":
+    main()
