@@ -27,6 +27,10 @@ def test_yaml_and_overrides_apply_in_order(tmp_path):
     assert config.task.arithmetic.operations == ["add", "sub"]
 
 
+def test_exponent_floats_parse_as_numbers():
+    assert load_config(None, ["sft.learning_rate=5e-4"]).sft.learning_rate == 0.0005
+
+
 def test_unknown_key_names_it_and_suggests_close_match(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, "engine:\n  max_token: 32\n"))

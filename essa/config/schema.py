@@ -208,6 +208,60 @@ class EngineConfig:
 
 
 @dataclass
+class SearchConfig:
+    """The evolution strategy over the adapter's singular values (essa-train)."""
+
+    strategy: str = _f("auto", "population strategy: cmaes (pycma, full covariance: the paper's), "
+                       "sep-cmaes, cmaes-numpy, sep-cmaes-numpy, openai-es, or auto (full up to "
+                       "d = 8192, diagonal above).")
+    parametrization: Literal["relative", "absolute"] = _f(
+        "relative", "relative: the vector z gives s = s0 * (1 + z), started at z = 0 (steps are "
+        "shares of each starting value). absolute: the vector is s itself, started at s0.")
+    sigma0: float = _f(0.3, "Initial step size (in units of z for relative, of s for absolute).")
+    popsize: int = _f(12, "Candidates per generation (lambda).")
+    generations: int = _f(10, "Generations to run (a resumed run continues up to this number).")
+
+    def validate(self) -> None:
+        from population.factory import STRATEGY_NAMES  # light: numpy + cma only
+        _check(self.strategy in STRATEGY_NAMES,
+               f"search.strategy: {self.strategy!r} not allowed; choose from {list(STRATEGY_NAMES)}")
+        _check(self.sigma0 > 0, f"search.sigma0: must be > 0, got {self.sigma0}")
+        _check(self.popsize >= 2, f"search.popsize: must be >= 2, got {self.popsize}")
+        _check(self.generations >= 1, f"search.generations: must be >= 1, got {self.generations}")
+
+
+@dataclass
+class RuntimeConfig:
+    """The MPI runtime of essa-train: evaluation cadence, time limits, monitoring."""
+
+    eval_every: int = _f(5, "Evaluate the mean vector on the validation split every N generations "
+                         "(0: never during the run).")
+    eval_items: int = _f(100, "Validation items of those evaluations (the first N of the split).")
+    test_items: int = _f(100, "Test items of the final base / start / mean evaluation (0: skip).")
+    task_timeout_s: float = _f(1800.0, "Stop the job when one candidate takes longer than this "
+                               "(a hung or dead worker); the message names the rank and candidate.")
+    cpu_bind: Literal["split", "nobind", "auto"] = _f(
+        "split", "vLLM CPU build: OpenMP binding of each worker's engine (VLLM_CPU_OMP_THREADS_BIND): "
+        "split gives every worker on a host its own cores (nobind when there are fewer cores than "
+        "workers), nobind and auto are passed through. A value already in the environment wins.")
+    evaluator: Literal["engine", "fake"] = _f(
+        "engine", "engine: score candidates with the inference engine. fake: a deterministic "
+        "stand-in without a model, for tests and benchmarks of the runtime itself.")
+    fake_delay_s: float = _f(0.0, "evaluator=fake: seconds every candidate evaluation sleeps.")
+    report_to: list[str] = _f([], "Extra metric sinks besides metrics.jsonl: tensorboard, wandb "
+                              "(imported only when listed).")
+
+    def validate(self) -> None:
+        _check(self.eval_every >= 0, f"runtime.eval_every: must be >= 0, got {self.eval_every}")
+        _check(self.eval_items >= 1, f"runtime.eval_items: must be >= 1, got {self.eval_items}")
+        _check(self.test_items >= 0, f"runtime.test_items: must be >= 0, got {self.test_items}")
+        _check(self.task_timeout_s > 0, "runtime.task_timeout_s: must be > 0")
+        _check(self.fake_delay_s >= 0, "runtime.fake_delay_s: must be >= 0")
+        bad = [r for r in self.report_to if r not in ("tensorboard", "wandb")]
+        _check(not bad, f"runtime.report_to: {bad} not allowed; choose from ['tensorboard', 'wandb']")
+
+
+@dataclass
 class RunConfig:
     """One ESSA run: read from YAML, overridden with ``--set``, saved into the run directory."""
 
@@ -220,6 +274,8 @@ class RunConfig:
     sft: SFTConfig = field(default_factory=SFTConfig, metadata={"help": "SFT warm start."})
     fitness: FitnessConfig = field(default_factory=FitnessConfig, metadata={"help": "Candidate fitness."})
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "Inference engine."})
+    search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "Evolution strategy."})
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig, metadata={"help": "MPI runtime."})
 
     def validate(self) -> None:
         _check(bool(self.name) and "/" not in self.name,
@@ -230,3 +286,5 @@ class RunConfig:
         self.sft.validate()
         self.fitness.validate()
         self.engine.validate()
+        self.search.validate()
+        self.runtime.validate()

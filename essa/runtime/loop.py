@@ -1,0 +1,185 @@
+"""The master's run: start or resume, the generation loop, final outputs.
+
+One generation: ask -> the round (every candidate on the same mini-batch) -> tell -> one metrics
+line -> checkpoint. Every runtime.eval_every generations the mean vector is scored on validation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from essa.runtime import EXIT_FAILURE, EXIT_OK, EXIT_REQUEUE
+from essa.runtime.master import Interrupted, Master, WorkerFailure
+from essa.runtime.messages import BASE, Setup
+from essa.runtime.start import new_strategy, singular_values, starting_adapter
+from essa.runtime.state import load_run_state, save_run_state, trim_metrics
+
+log = logging.getLogger("essa")
+TIMING_KEYS = ("time", "gen_seconds", "evals_per_s", "wall_time")  # differ between identical runs
+
+
+class Run:
+    """What the master holds for one run."""
+
+    def __init__(self, config, run_dir: Path, transport, stop, resume: bool):
+        from essa.adapters.svd_space import SvdSpace
+        from essa.data import BatchSampler, load_task
+        from essa.rundir import MetricsWriter
+        from essa.runtime.monitor import make_sinks
+
+        self.config, self.run_dir, self.stop_flag = config, run_dir, stop
+        self.sinks = make_sinks(config, run_dir)
+        self.task = load_task(config.task)  # split sizes only; workers load their own copy
+        adapter = starting_adapter(config, run_dir)
+        self.space = SvdSpace.from_folder(adapter, config.adapter.alpha_frac)
+        self.relative = config.search.parametrization == "relative"
+        if resume:
+            self.strategy, self.state = load_run_state(run_dir)
+            if self.state["space_sha256"] != self.space.checksum:
+                raise ValueError(f"--resume: the starting adapter {adapter} is not the one the run "
+                                 "was checkpointed with (sha256 differs)")
+            trim_metrics(run_dir / "metrics.jsonl", self.state["generation"])
+        else:
+            self.strategy = new_strategy(config, self.space)
+            self.state = {"generation": 0, "tokens": 0, "wall_time": 0.0, "best_fitness": None,
+                          "best_generation": None, "space_sha256": self.space.checksum,
+                          "source_adapter": str(adapter)}
+        self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
+        self.sampler = BatchSampler(len(self.task.split(config.task.train_split)),
+                                    config.fitness.prompts_per_candidate, config.seed)
+        self.master = Master(transport, self.space.checksum, config.runtime.task_timeout_s,
+                             should_abandon=lambda: stop.abandon)
+
+    def record(self, rec: dict) -> None:
+        self.metrics.write(rec)
+        for sink in self.sinks:
+            sink.log(rec)
+
+    # ---- one generation ---------------------------------------------------------------------
+
+    def generation(self, g: int) -> None:
+        t0 = time.time()
+        X = self.strategy.ask()  # (lambda, d)
+        ids = self.sampler.batch(g)
+        out = self.master.run_round(g, X, [f"c{i}" for i in range(len(X))],
+                                    self.config.task.train_split, ids, self.config.fitness.kind)
+        self.strategy.tell(X, out.fitness)
+        seconds = time.time() - t0
+        f = out.fitness[np.isfinite(out.fitness)]
+        tokens = int(sum(s["tokens"] for s in out.stats))
+        self.state["tokens"] += tokens
+        self.state["wall_time"] = round(self.state["wall_time"] + seconds, 3)
+        if f.size and (self.state["best_fitness"] is None or f.max() > self.state["best_fitness"]):
+            self.state["best_fitness"], self.state["best_generation"] = float(f.max()), g
+        rec = {"generation": g, "phase": "search", "fitness_kind": self.config.fitness.kind,
+               "fitness_max": _num(f.max() if f.size else None),
+               "fitness_mean": _num(f.mean() if f.size else None),
+               "fitness_median": _num(np.median(f) if f.size else None),
+               "failed": int(len(out.fitness) - f.size), "sigma": float(self.strategy.sigma),
+               "best_fitness": self.state["best_fitness"], "tokens": tokens,
+               "gen_seconds": round(seconds, 3), "evals_per_s": round(len(X) / seconds, 3),
+               "wall_time": self.state["wall_time"], "stale_results": out.stale}
+        self.record(rec)
+        log.info("gen %d  fitness max %.4f mean %.4f  sigma %.4f  failed %d  %d tokens  %.1f s  "
+                 "(%.2f eval/s)", g, rec["fitness_max"] or float("nan"),
+                 rec["fitness_mean"] or float("nan"), rec["sigma"], rec["failed"], tokens, seconds,
+                 rec["evals_per_s"])
+
+    def validate_mean(self, g: int) -> None:
+        split = self.config.task.validation_split
+        if not split:
+            return
+        n = min(self.config.runtime.eval_items, len(self.task.split(split)))
+        out = self.master.run_round(g, self.strategy.mean[None, :], ["mean"], split, np.arange(n),
+                                    "accuracy", split_rows=True)
+        self.record({"generation": g, "phase": "validation", "val_accuracy": _num(out.fitness[0]),
+                     "val_items": n})
+        log.info("gen %d  validation accuracy of the mean: %.2f%% (%d items)", g,
+                 100 * out.fitness[0], n)
+
+    def checkpoint(self, g: int) -> None:
+        self.state["generation"] = g + 1
+        save_run_state(self.run_dir, self.strategy, self.state)
+
+    # ---- the whole run ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg = self.config
+        self.master.setup(Setup(self.space.record(), self.relative))
+        log.info("search space: %s; strategy %s, popsize %d; starting at generation %d of %d",
+                 self.space.summary, type(self.strategy).__name__, cfg.search.popsize,
+                 self.state["generation"], cfg.search.generations)
+        try:
+            for g in range(self.state["generation"], cfg.search.generations):
+                self.generation(g)
+                if cfg.runtime.eval_every and (g + 1) % cfg.runtime.eval_every == 0:
+                    self.validate_mean(g)
+                self.checkpoint(g)
+                if self.stop_flag.requested:
+                    raise Interrupted(f"after generation {g}")
+            self.finish()
+        except Interrupted as why:
+            log.warning("%s received: stopping %s; checkpoint at generation %d in %s; exit %d "
+                        "(resume with --resume %s)", self.stop_flag.signal_name or "stop", why,
+                        self.state["generation"], self.run_dir / "checkpoint", EXIT_REQUEUE, self.run_dir)
+            self.master.stop("interrupted")
+            return EXIT_REQUEUE
+        except WorkerFailure as why:
+            log.error("stopping the job: %s", why)
+            self.master.stop("failure")
+            return EXIT_FAILURE
+        finally:
+            for sink in self.sinks:
+                sink.close()
+        self.master.stop("done")
+        return EXIT_OK
+
+    def finish(self) -> None:
+        """Export best and mean adapters, evaluate base/start/mean on test, write summary.json."""
+        from essa.adapters.export import export_adapter
+        cfg, s = self.config, self.strategy
+        best = s.best_x if s.best_x is not None else s.mean
+        exported = {}
+        for label, x in (("best", best), ("mean", s.mean)):
+            folder = self.run_dir / f"adapter_{label}"
+            export_adapter(self.space, singular_values(self.space, x, cfg.search.parametrization),
+                           folder, base_model_name_or_path=cfg.model.path)
+            exported[label] = str(folder)
+        test = self.final_test()
+        summary = {"generations": s.generation, "evaluations": s.evaluations,
+                   "best_fitness": self.state["best_fitness"],
+                   "best_generation": self.state["best_generation"], "fitness_kind": cfg.fitness.kind,
+                   "sigma": float(s.sigma), "tokens": self.state["tokens"],
+                   "wall_time": self.state["wall_time"], "adapters": exported, "test": test}
+        from essa.rundir import atomic_write_text
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+        log.info("summary: %d generations, best fitness %s, test accuracy %s; adapters in %s",
+                 s.generation, self.state["best_fitness"],
+                 ", ".join(f"{k} {v:.3f}" for k, v in test.get("accuracy", {}).items()) or "skipped",
+                 self.run_dir)
+
+    def final_test(self) -> dict:
+        cfg = self.config
+        n = cfg.runtime.test_items
+        if not n or not cfg.task.test_split or not self.task.splits.get(cfg.task.test_split):
+            return {}
+        n = min(n, len(self.task.split(cfg.task.test_split)))
+        x0 = np.zeros(self.space.dim) if self.relative else self.space.initial_vector()
+        vectors = np.stack([x0, x0, self.strategy.mean])  # (3, d); row 0 is ignored (base)
+        out = self.master.run_round(self.strategy.generation, vectors, [BASE, "start", "mean"],
+                                    cfg.task.test_split, np.arange(n), "accuracy", split_rows=True)
+        self.record({"generation": self.strategy.generation, "phase": "test", "test_items": n,
+                     **{f"test_accuracy_{k}": _num(v) for k, v in zip(("base", "start", "mean"), out.fitness)}})
+        return {"items": n, "accuracy": dict(zip(("base", "start", "mean"), map(float, out.fitness)))}
+
+
+def _num(value) -> float | None:
+    """A JSON-safe float (None for missing or non-finite)."""
+    if value is None or not np.isfinite(value):
+        return None
+    return float(value)

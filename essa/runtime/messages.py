@@ -1,0 +1,92 @@
+"""The messages between master and workers: small typed records carrying the round they belong to.
+
+A *round* is one batch of evaluations the master hands out: the candidates of a generation on the
+generation's mini-batch, or a few vectors on validation / test items. The master sends the round
+once to every worker, then hands out tasks (a row and a slice of the round's items) one at a time;
+a worker that sends a result is idle and gets the next task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BASE = "base"  # row label meaning "no adapter": the base model
+
+
+@dataclass
+class Setup:
+    """master -> workers, once: the search space to rebuild (SvdSpace.record()) and how to read rows."""
+
+    space_record: dict
+    relative: bool
+
+
+@dataclass
+class Hello:
+    """worker -> master, once: the worker is ready; the checksum proves it rebuilt the same space."""
+
+    rank: int
+    checksum: str
+    host: str = ""
+
+
+@dataclass
+class Round:
+    """master -> workers: the vectors of one round, sent once per worker.
+
+    ``vectors`` (n, d) float64 in search coordinates; ``labels[i] == BASE`` means the base model
+    (row ignored). ``kind``: a fitness kind (accuracy / loglik / hybrid), scored on ``split`` items
+    ``item_ids``.
+    """
+
+    round_id: int
+    generation: int
+    vectors: np.ndarray  # (n, d)
+    labels: list[str]
+    split: str
+    item_ids: np.ndarray  # (b,)
+    kind: str
+
+
+@dataclass
+class Task:
+    """master -> worker: score row ``row`` of round ``round_id`` on items [start, stop)."""
+
+    round_id: int
+    generation: int
+    row: int
+    start: int
+    stop: int
+
+
+@dataclass
+class Result:
+    """worker -> master: a task's fitness (NaN if it could not be scored) and its stats."""
+
+    round_id: int
+    generation: int
+    row: int
+    start: int
+    stop: int
+    rank: int
+    fitness: float
+    stats: dict = field(default_factory=dict)  # accuracy, loglik, tokens, seconds
+
+
+@dataclass
+class Failure:
+    """worker -> master: the worker cannot go on (``row`` is -1 when no task was running)."""
+
+    rank: int
+    generation: int
+    row: int
+    cause: str
+
+
+@dataclass
+class Stop:
+    """master -> workers: close the engine and exit."""
+
+    reason: str = "done"

@@ -1,0 +1,55 @@
+"""``essa-train --dry-run``: what a run would do, computed without loading any weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from essa.adapters.layout import searched_count
+
+
+def _adapter_shape(config) -> tuple[int, int, str]:
+    """(LoRA modules, rank, where it comes from) from the adapter folder or the model config."""
+    init = config.adapter.init
+    if init in ("sft", "fresh"):
+        from essa.models import resolve_model_path
+        model_cfg = json.loads((resolve_model_path(config.model.path) / "config.json").read_text())
+        layers = int(model_cfg["num_hidden_layers"])
+        return layers * len(config.adapter.target_modules), config.adapter.rank, \
+            f"{init}: {layers} layers x {len(config.adapter.target_modules)} modules"
+    folder = Path(init).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter.init: {folder} is not a PEFT adapter folder "
+                                f"(no adapter_config.json)")
+    from safetensors import safe_open
+    rank = int(json.loads((folder / "adapter_config.json").read_text())["r"])
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:  # header only
+        modules = sum(1 for k in f.keys() if ".lora_A." in k)
+    return modules, rank, f"folder {folder}: {modules} LoRA modules"
+
+
+def describe_plan(config, ranks: int) -> str:
+    """A few lines: search dimension and layout, population, roles, batch, budget."""
+    modules, rank, source = _adapter_shape(config)
+    k = searched_count(rank, config.adapter.alpha_frac)
+    dim = modules * 2 * k
+    s, rt, f = config.search, config.runtime, config.fitness
+    workers = max(1, ranks - 1)
+    per_gen = s.popsize * f.prompts_per_candidate
+    tokens = per_gen * (config.engine.max_tokens if f.kind != "loglik" else 0)
+    roles = ("1 process: master + 1 worker (local transport)" if ranks == 1 else
+             f"{ranks} ranks: rank 0 master, ranks 1-{ranks - 1} workers (one engine each)")
+    import population
+    return "\n".join([
+        f"adapter     {source}, rank {rank}, searched k = floor({config.adapter.alpha_frac} * {rank}) = {k}",
+        f"search      d = {modules} modules x 2 factors x {k} = {dim} ({s.parametrization}), "
+        f"strategy {population.resolve_name(s.strategy, dim)}, sigma0 {s.sigma0}",
+        f"population  {s.popsize} candidates x {s.generations} generations",
+        f"roles       {roles}",
+        f"batch       {f.prompts_per_candidate} {config.task.train_split} prompts per candidate "
+        f"(fitness {f.kind}); {per_gen} generations of text per generation",
+        f"tokens      at most {tokens} generated per generation ({config.engine.max_tokens} per prompt), "
+        f"{per_gen / workers:.0f} prompt evaluations per worker",
+        f"evaluation  mean vector on {rt.eval_items} validation items every {rt.eval_every} "
+        f"generations; final base/start/mean on {rt.test_items} test items",
+    ])

@@ -1,0 +1,72 @@
+"""Dynamic scheduling of one round's tasks: a worker that finishes asks for (gets) the next one.
+
+Pure bookkeeping, no transport: the master feeds it events (a worker is idle, a result came in)
+and asks it what to send. Also used by the overhead benchmark to compare with a static split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from essa.runtime.messages import Result, Task
+
+
+def split_items(n_items: int, parts: int) -> list[tuple[int, int]]:
+    """[start, stop) slices covering n_items in ``parts`` nearly equal pieces (none empty)."""
+    parts = max(1, min(parts, n_items))
+    bounds = [round(i * n_items / parts) for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+@dataclass
+class RoundTasks:
+    """The tasks of one round, who holds which, and the results so far."""
+
+    tasks: deque
+    running: dict = field(default_factory=dict)  # rank -> (Task, start time)
+    results: dict = field(default_factory=dict)  # (row, start) -> Result
+    stale: int = 0   # results of another round (a late answer), dropped
+    duplicate: int = 0
+
+    @classmethod
+    def build(cls, round_id: int, generation: int, rows: int, chunks: list[tuple[int, int]]):
+        tasks = deque(Task(round_id, generation, r, a, b) for r in range(rows) for a, b in chunks)
+        return cls(tasks)
+
+    @property
+    def expected(self) -> int:
+        return len(self.tasks) + len(self.running) + len(self.results)
+
+    def done(self) -> bool:
+        return not self.tasks and not self.running
+
+    def assign(self, rank: int) -> Task | None:
+        """The next task for an idle ``rank`` (None when none is left)."""
+        if not self.tasks:
+            return None
+        task = self.tasks.popleft()
+        self.running[rank] = (task, time.time())
+        return task
+
+    def accept(self, result: Result, round_id: int) -> bool:
+        """Record a result; False (and counted) when it is stale or a duplicate."""
+        if result.round_id != round_id:
+            self.stale += 1
+            return False
+        self.running.pop(result.rank, None)
+        key = (result.row, result.start)
+        if key in self.results:
+            self.duplicate += 1
+            return False
+        self.results[key] = result
+        return True
+
+    def overdue(self, timeout: float) -> tuple[int, Task, float] | None:
+        """A (rank, task, seconds) that has run longer than ``timeout``, if any."""
+        now = time.time()
+        for rank, (task, t0) in self.running.items():
+            if now - t0 > timeout:
+                return rank, task, now - t0
+        return None

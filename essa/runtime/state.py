@@ -1,0 +1,51 @@
+"""Run checkpoints: the strategy (population.save_checkpoint) plus a small JSON that commits it.
+
+    checkpoint/strategy-<g>.ckpt   the strategy after generation g (bit-exact resume)
+    checkpoint/state.json          {"generation": g, "strategy_file": ..., best so far, totals}
+
+state.json is written last and atomically: it is the commit point. A kill between the two writes
+leaves the previous state.json naming the previous (kept) strategy file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import population
+from essa.rundir import atomic_write_text, read_metrics
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+KEEP = 2  # strategy files kept: the committed one and the one before
+
+
+def save_run_state(run_dir: Path, strategy, state: dict) -> None:
+    """Save the strategy after ``state['generation']`` completed generations, then commit."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder.mkdir(exist_ok=True)
+    name = f"strategy-{state['generation']}.ckpt"
+    population.save_checkpoint(strategy, folder / name)
+    atomic_write_text(folder / STATE_FILE, json.dumps({**state, "strategy_file": name}, indent=1))
+    for old in sorted(folder.glob("strategy-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))[:-KEEP]:
+        old.unlink()
+
+
+def load_run_state(run_dir: Path) -> tuple[object, dict]:
+    """The committed strategy and state of a run directory; a clear error when there is none."""
+    path = Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {run_dir}: no checkpoint ({path} is missing)")
+    state = json.loads(path.read_text())
+    strategy = population.load_checkpoint(path.parent / state["strategy_file"])
+    if strategy.generation != state["generation"]:
+        raise ValueError(f"{path}: strategy file is at generation {strategy.generation}, "
+                         f"state says {state['generation']}")
+    return strategy, state
+
+
+def trim_metrics(path: Path, generations_done: int) -> None:
+    """Drop metrics lines of generations after the checkpoint (written, then interrupted), so
+    the resumed run's lines follow on exactly."""
+    records = [r for r in read_metrics(path) if r.get("generation", 0) < generations_done]
+    atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in records))

@@ -1,0 +1,152 @@
+"""Moving messages between master and workers: MPI point-to-point, or queues inside one process.
+
+The master's side has ``workers``, ``send(rank, msg)``, ``broadcast(msg)`` and ``poll(timeout)``;
+a worker's side has ``rank``, ``send(msg)`` and ``recv()``. Nothing here knows what the messages mean.
+
+Why polling: MPICH spins while a blocking receive waits. With more ranks than cores (tests,
+benchmarks, a master beside its workers) the spinning ranks would starve the ones doing work, so
+every wait here is a non-blocking probe between short sleeps that grow while nothing arrives.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+
+MIN_SLEEP_S = 0.0005
+MAX_SLEEP_S = 0.02
+
+
+class _Backoff:
+    """Sleeps that double from MIN_SLEEP_S to MAX_SLEEP_S while a wait finds nothing."""
+
+    def __init__(self):
+        self.delay = MIN_SLEEP_S
+
+    def sleep(self, deadline: float | None = None) -> None:
+        delay = self.delay if deadline is None else max(0.0, min(self.delay, deadline - time.time()))
+        time.sleep(delay)
+        self.delay = min(self.delay * 2, MAX_SLEEP_S)
+
+
+# ---- MPI -------------------------------------------------------------------------------------
+
+class MpiMaster:
+    """Rank 0's side over an mpi4py communicator (pickled messages, non-blocking sends)."""
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+        self._mpi = MPI
+        self.comm = comm
+        self.workers = list(range(1, comm.Get_size()))
+        self._pending = []  # isend requests kept alive until complete (they hold the buffers)
+
+    def send(self, rank: int, msg) -> None:
+        self._pending = [r for r in self._pending if not r.Test()]
+        self._pending.append(self.comm.isend(msg, dest=rank, tag=0))
+
+    def broadcast(self, msg) -> None:
+        """One copy to every worker; sent non-blocking, so a busy worker delays nobody."""
+        for rank in self.workers:
+            self.send(rank, msg)
+
+    def poll(self, timeout: float = 0.0):
+        """The next message from any worker, or None after ``timeout`` seconds."""
+        deadline, backoff, status = time.time() + timeout, _Backoff(), self._mpi.Status()
+        while True:
+            if self.comm.iprobe(source=self._mpi.ANY_SOURCE, tag=self._mpi.ANY_TAG, status=status):
+                return self.comm.recv(source=status.Get_source(), tag=status.Get_tag())
+            if time.time() >= deadline:
+                return None
+            backoff.sleep(deadline)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait (politely) until the sends are delivered, e.g. the Stop before exiting."""
+        deadline, backoff = time.time() + timeout, _Backoff()
+        while self._pending and time.time() < deadline:
+            self._pending = [r for r in self._pending if not r.Test()]
+            backoff.sleep(deadline)
+
+    def abort(self, code: int) -> None:
+        """Kill every rank (a worker stuck in an evaluation never reads a Stop)."""
+        self.comm.Abort(code)
+
+
+class MpiWorker:
+    """A worker rank's side over an mpi4py communicator."""
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+        self._mpi = MPI
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self._pending = []
+
+    def send(self, msg) -> None:
+        self._pending = [r for r in self._pending if not r.Test()]
+        self._pending.append(self.comm.isend(msg, dest=0, tag=0))
+
+    def recv(self):
+        """The next message from the master (waits with sleeps, never spins)."""
+        backoff = _Backoff()
+        while not self.comm.iprobe(source=0, tag=self._mpi.ANY_TAG):
+            backoff.sleep()
+        return self.comm.recv(source=0, tag=self._mpi.ANY_TAG)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        deadline, backoff = time.time() + timeout, _Backoff()
+        while self._pending and time.time() < deadline:
+            self._pending = [r for r in self._pending if not r.Test()]
+            backoff.sleep(deadline)
+
+
+# ---- one process -----------------------------------------------------------------------------
+
+class LocalMaster:
+    """The master's side when master and its one worker share a process (no MPI, or -n 1)."""
+
+    def __init__(self, to_worker: queue.Queue, to_master: queue.Queue):
+        self.workers = [1]
+        self._out, self._in = to_worker, to_master
+
+    def send(self, rank: int, msg) -> None:
+        self._out.put(msg)
+
+    def broadcast(self, msg) -> None:
+        self._out.put(msg)
+
+    def poll(self, timeout: float = 0.0):
+        try:
+            return self._in.get(timeout=timeout) if timeout > 0 else self._in.get_nowait()
+        except queue.Empty:
+            return None
+
+    def flush(self, timeout: float = 5.0) -> None:
+        pass
+
+    def abort(self, code: int) -> None:
+        """The worker shares this process: stopping it is the caller's job (os._exit)."""
+
+
+class LocalWorker:
+    """The worker's side in one process; rank 1, like the first MPI worker."""
+
+    rank = 1
+
+    def __init__(self, to_worker: queue.Queue, to_master: queue.Queue):
+        self._in, self._out = to_worker, to_master
+
+    def send(self, msg) -> None:
+        self._out.put(msg)
+
+    def recv(self):
+        return self._in.get()
+
+    def flush(self, timeout: float = 5.0) -> None:
+        pass
+
+
+def local_pair() -> tuple[LocalMaster, LocalWorker]:
+    """Both ends of the in-process transport."""
+    to_worker, to_master = queue.Queue(), queue.Queue()
+    return LocalMaster(to_worker, to_master), LocalWorker(to_worker, to_master)

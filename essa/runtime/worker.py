@@ -1,0 +1,62 @@
+"""The worker's loop: load the engine, rebuild the search space, then score tasks until Stop.
+
+Any exception becomes a :class:`Failure` message naming this rank, the candidate and the cause,
+so the master can stop the job with a useful message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import traceback
+
+from essa.runtime.messages import Failure, Hello, Result, Round, Setup, Stop, Task
+
+
+def _cause(exc: BaseException) -> str:
+    """The exception and the innermost frame it came from, in one line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def run_worker(transport, make_evaluator) -> int:
+    """Serve the master until it sends Stop; returns the process exit status for this rank."""
+    rank = transport.rank
+    try:
+        evaluator = make_evaluator()
+        setup = transport.recv()
+        while not isinstance(setup, (Setup, Stop)):  # nothing else can come before Setup
+            setup = transport.recv()
+        if isinstance(setup, Stop):
+            evaluator.close()
+            return 0
+        evaluator.prepare(setup)
+    except Exception as exc:  # noqa: BLE001 - reported to the master, which stops the job
+        transport.send(Failure(rank, -1, -1, f"start-up failed: {_cause(exc)}"))
+        transport.flush()
+        return 1
+    transport.send(Hello(rank, evaluator.checksum, socket.gethostname()))
+    status = _serve(transport, evaluator, rank)
+    evaluator.close()
+    transport.flush()
+    return status
+
+
+def _serve(transport, evaluator, rank: int) -> int:
+    current: Round | None = None
+    while True:
+        msg = transport.recv()
+        if isinstance(msg, Stop):
+            return 0
+        if isinstance(msg, Round):
+            current = msg
+        elif isinstance(msg, Task):
+            try:
+                fitness, stats = evaluator.score(current, msg)
+            except Exception as exc:  # noqa: BLE001
+                transport.send(Failure(rank, msg.generation, msg.row, _cause(exc)))
+                continue  # the master stops the job; keep listening for its Stop
+            fitness = float(fitness) if fitness is not None and math.isfinite(fitness) else math.nan
+            transport.send(Result(msg.round_id, msg.generation, msg.row, msg.start, msg.stop,
+                                  rank, fitness, stats))
