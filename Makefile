@@ -1,7 +1,7 @@
 # The two commands: `make demo` (the main CPU job) and `make test` (the test suite).
 # Both set everything up on a fresh machine first (idempotent, fast when done).
 VENV := .venv
-NP ?= 1
+NP ?= 2
 
 .PHONY: setup demo test
 

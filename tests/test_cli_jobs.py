@@ -10,16 +10,24 @@ FAST = ["--set", "engine.enforce_eager=true", "--set", "engine.max_tokens=24",
 
 
 def test_essa_train_demo_config_writes_run_directory(tmp_path, demo_model):
+    """The demo config with a fresh adapter and the stand-in evaluator (the real engines run in
+    tests/test_runtime_vllm.py): run directory, metrics, checkpoint, exported adapters."""
     out = run_cli(["essa-train", "--config", str(ROOT / "launch/configs/demo-cpu.yaml"), *FAST,
-                   "--set", f"output_dir={tmp_path}", "--limit", "6"])
+                   "--set", f"output_dir={tmp_path}", "--set", "adapter.init=fresh",
+                   "--set", "runtime.evaluator=fake", "--set", "search.generations=2",
+                   "--set", "search.popsize=4", "--set", "runtime.eval_every=1",
+                   "--set", "runtime.eval_items=6", "--set", "runtime.test_items=4"])
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = tmp_path / "demo-cpu"
     assert "max_tokens: 24" in (run_dir / "config.yaml").read_text()
-    (record,) = read_metrics(run_dir / "metrics.jsonl")
-    assert record["generation"] == 0 and record["val_items"] == 6
-    assert 0.0 <= record["val_accuracy"] <= 1.0 and record["tokens"] > 0
-    log = (run_dir / "run.log").read_text()
-    assert "base model: validation accuracy" in log
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [(r["generation"], r["phase"]) for r in records] == [
+        (0, "search"), (0, "validation"), (1, "search"), (1, "validation"), (2, "test")]
+    assert records[1]["val_items"] == 6 and 0.0 <= records[1]["val_accuracy"] <= 1.0
+    assert (run_dir / "start_adapter/adapter_model.safetensors").is_file()
+    assert json.loads((run_dir / "checkpoint/state.json").read_text())["generation"] == 2
+    assert (run_dir / "adapter_best/adapter_config.json").is_file()
+    assert "summary: 2 generations" in (run_dir / "run.log").read_text()
 
 
 def test_essa_eval_two_datasets_with_limit(tmp_path, demo_model):

@@ -82,9 +82,9 @@ def test_print_config_cli_shows_resolved_values_and_config_errors_exit_2():
                   "--set", "engine.max_tokens=17", "--print-config"])
     assert ok.returncode == 0, ok.stderr
     assert "max_tokens: 17" in ok.stdout and "name: demo-cpu" in ok.stdout
-    bad = run_cli(["essa-train", "--set", "search.popsize=3", "--print-config"])
+    bad = run_cli(["essa-train", "--set", "engine.max_tokenz=3", "--print-config"])
     assert bad.returncode == 2
-    assert "unknown config key 'search'" in bad.stderr
+    assert "unknown config key 'engine.max_tokenz'" in bad.stderr and "'max_tokens'" in bad.stderr
 
 
 def test_config_reference_doc_is_current():

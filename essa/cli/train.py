@@ -1,18 +1,19 @@
-"""``essa-train``: one ESSA run from a config.
+"""``essa-train``: one ESSA run (CMA-ES over the singular values of a LoRA adapter).
 
-    essa-train --config launch/configs/demo-cpu.yaml
-    essa-train --config launch/configs/demo-cpu.yaml --set engine.max_tokens=48 --print-config
-    mpirun -n 3 essa-train --config launch/configs/demo-cpu.yaml
+    essa-train --config launch/configs/demo-cpu.yaml                  # master + 1 worker, one process
+    mpirun -n 3 essa-train --config launch/configs/demo-cpu.yaml      # rank 0 master, 2 workers
+    essa-train --config launch/configs/demo-cpu.yaml --dry-run        # the plan, no weights loaded
+    mpirun -n 5 essa-train --resume runs/demo-cpu                     # continue from its checkpoint
 
-In this version the run sets up its run directory and measures the base model's accuracy on the
-validation split (the starting point of the search); the MPI search runtime is not built yet.
+Exit status: 0 done, 2 config or set-up error, 3 a worker failed (the log names rank, candidate,
+cause), 75 stopped by SIGTERM / SIGUSR1 after a checkpoint (requeue and --resume). See docs/runtime.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
+from pathlib import Path
 
 from essa.cli.common import add_config_args, config_from_args
 
@@ -23,45 +24,44 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(parser)
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML and exit")
-    parser.add_argument("--limit", type=int,
-                        help="evaluate only the first N validation items (quick checks)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (search dimension, roles, batch, budget) and exit")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its checkpoint (its config.yaml is "
+                        "read unless --config is given; --set still applies)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    resume = Path(args.resume) if args.resume else None
+    if resume is not None and args.config is None:
+        if not (resume / "config.yaml").is_file():
+            print(f"essa-train: --resume {resume}: no config.yaml there", file=sys.stderr)
+            return 2
+        args.config = str(resume / "config.yaml")
     config = config_from_args(args)
     if args.print_config:
         from essa.config import to_yaml
         sys.stdout.write(to_yaml(config))
         return 0
-
-    from essa.data import build_prompts, load_task
-    from essa.engines import make_engine, sampling_from_config
-    from essa.evaluation.evaluate import evaluate
-    from essa.rewards import get_reward
-    from essa.rundir import MetricsWriter, create_run_dir, setup_logging
-
-    t0 = time.time()
-    task = load_task(config.task)  # fails fast on a missing dataset, before the engine starts
-    val = task.split(config.task.validation_split)[: args.limit]
-    run_dir = create_run_dir(config)
-    log = setup_logging(run_dir)
-    log.info("run directory: %s", run_dir)
-    log.info("task %s: %s", task.name, ", ".join(f"{k} {len(v)}" for k, v in task.splits.items()))
-    log.info("loading %s (%s engine) ...", config.model.path, config.engine.backend)
-    engine = make_engine(config.model, config.engine)
-    log.info("engine ready in %.0f s", time.time() - t0)
-    prompts = build_prompts(engine.tokenizer, val, task.instruction, config.model.chat_template)
-    result = evaluate(engine, prompts, val, get_reward(task.reward), sampling_from_config(config.engine))
-    MetricsWriter(run_dir / "metrics.jsonl").write(
-        {"generation": 0, "phase": "base", "val_accuracy": result.accuracy, "val_items": len(val),
-         "tokens": result.tokens, "wall_time": round(time.time() - t0, 1)})
-    log.info("base model: validation accuracy %.1f%% (%d/%d, reward %s)", 100 * result.accuracy,
-             round(result.accuracy * len(val)), len(val), task.reward)
-    log.info("done in %.0f s; metrics: %s", time.time() - t0, run_dir / "metrics.jsonl")
-    engine.close()
-    return 0
+    from essa.runtime.launch import world
+    _, size, rank = world()
+    if args.dry_run:
+        if rank == 0:
+            from essa.runtime.plan import describe_plan
+            try:
+                print(describe_plan(config, size))
+            except FileNotFoundError as exc:
+                print(f"essa-train: {exc}", file=sys.stderr)
+                return 2
+        return 0
+    from essa.runtime.launch import main as launch
+    try:
+        return launch(config, resume)
+    except FileNotFoundError as exc:  # a missing adapter folder, model or checkpoint
+        print(f"essa-train: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

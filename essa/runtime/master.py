@@ -18,6 +18,7 @@ from essa.runtime.messages import Failure, Hello, Result, Round, Setup
 from essa.runtime.scheduler import RoundTasks, split_items
 
 log = logging.getLogger("essa")
+EVAL_CHUNK = 16  # items per task when a few vectors are scored on many items (evaluations)
 
 
 class WorkerFailure(RuntimeError):
@@ -59,11 +60,13 @@ class Master:
     def run_round(self, generation: int, vectors: np.ndarray, labels: list[str], split: str,
                   item_ids: np.ndarray, kind: str, split_rows: bool = False) -> RoundOutcome:
         """Score every row of ``vectors`` (n, d) on ``item_ids``; with ``split_rows`` the items are
-        cut into one chunk per worker (evaluations of a few vectors on many items)."""
+        cut into chunks of EVAL_CHUNK items (evaluations of a few vectors on many items)."""
         self._round_id += 1
         rnd = Round(self._round_id, generation, vectors, labels, split, item_ids, kind)
         self.transport.broadcast(rnd)
-        parts = max(1, len(self.transport.workers) // max(1, len(labels))) if split_rows else 1
+        # Fixed-size chunks, not one per worker: the sums (and so the metrics) do not depend on
+        # the number of ranks, which keeps a resumed run with other ranks bit-identical.
+        parts = -(-len(item_ids) // EVAL_CHUNK) if split_rows else 1
         tasks = RoundTasks.build(rnd.round_id, generation, len(labels), split_items(len(item_ids), parts))
         while not tasks.done():
             self._dispatch(tasks)
@@ -120,7 +123,7 @@ def _combine(tasks: RoundTasks, rows: int, n_items: int) -> RoundOutcome:
     fitness = np.zeros(rows)
     stats = [{"tokens": 0, "seconds": 0.0} for _ in range(rows)]
     by_rank, busy = {}, {}
-    for r in tasks.results.values():
+    for _, r in sorted(tasks.results.items()):  # fixed order: same float sums every run
         weight = (r.stop - r.start) / n_items
         fitness[r.row] += r.fitness * weight if math.isfinite(r.fitness) else math.nan
         for key, value in r.stats.items():

@@ -1,0 +1,128 @@
+"""essa-train with the fake evaluator: resume determinism, stop signals, faults, -n 1, dry run."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from essa.rundir import read_metrics
+from essa.runtime import EXIT_FAILURE, EXIT_REQUEUE
+from essa.runtime.loop import TIMING_KEYS
+from tests.runtime_helpers import fake_args, launch, tiny_adapter, train_cmd
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    return tiny_adapter(tmp_path_factory.mktemp("tiny") / "adapter")
+
+
+def _run(n, args, env=None, timeout=120):
+    proc = launch(train_cmd(n, args), env=env)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _comparable(path):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_metrics(path)]
+
+
+def _wait_for_generation(state_path, generation, proc, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if state_path.is_file() and json.loads(state_path.read_text())["generation"] >= generation:
+            return
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint in time")
+
+
+def test_sigkill_then_resume_with_other_rank_count_equals_uninterrupted(tmp_path, adapter):
+    gens = ["--set", "search.generations=6"]
+    code, _, err = _run(1, fake_args(tmp_path, adapter, *gens, name="full"))  # mpirun -n 1
+    assert code == 0, err[-3000:]
+    proc = launch(train_cmd(None, fake_args(tmp_path, adapter, *gens, "--set",
+                                            "runtime.fake_delay_s=0.05", name="cut")))
+    _wait_for_generation(tmp_path / "cut/checkpoint/state.json", 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    done = json.loads((tmp_path / "cut/checkpoint/state.json").read_text())["generation"]
+    assert 2 <= done < 6
+    code, _, err = _run(3, ["--resume", str(tmp_path / "cut"), "--set", "runtime.fake_delay_s=0"])
+    assert code == 0, err[-3000:]
+    assert f"starting at generation {done} of 6" in err
+    full, cut = _comparable(tmp_path / "full/metrics.jsonl"), _comparable(tmp_path / "cut/metrics.jsonl")
+    assert [r["generation"] for r in full if r["phase"] == "search"] == list(range(6))
+    assert cut == full
+
+
+def test_sigterm_checkpoints_and_exits_75_then_resume_finishes(tmp_path, adapter):
+    args = fake_args(tmp_path, adapter, "--set", "search.generations=50", "--set",
+                     "runtime.fake_delay_s=0.05", name="term")
+    proc = launch(train_cmd(None, args))
+    _wait_for_generation(tmp_path / "term/checkpoint/state.json", 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == EXIT_REQUEUE, err[-3000:]
+    assert "SIGTERM received" in err and "--resume" in err
+    state = json.loads((tmp_path / "term/checkpoint/state.json").read_text())
+    assert 1 <= state["generation"] < 50
+    search = [r for r in read_metrics(tmp_path / "term/metrics.jsonl") if r["phase"] == "search"]
+    assert len(search) >= state["generation"]
+    code, _, err = _run(None, ["--resume", str(tmp_path / "term"), "--set", "search.generations="
+                               f"{state['generation'] + 1}", "--set", "runtime.fake_delay_s=0"])
+    assert code == 0, err[-3000:]
+    assert (tmp_path / "term/summary.json").is_file()
+
+
+def test_worker_exception_stops_job_naming_rank_candidate_and_cause(tmp_path, adapter):
+    t0 = time.time()
+    code, _, err = _run(3, fake_args(tmp_path, adapter), env={"ESSA_FAKE_FAULT": "raise:1:2"})
+    assert code == EXIT_FAILURE and time.time() - t0 < 60
+    assert "failed in generation 1, candidate 2 (c2)" in err and "injected fault" in err
+    assert "worker rank 1" in err or "worker rank 2" in err
+
+
+def test_hung_worker_is_stopped_by_the_task_timeout(tmp_path, adapter):
+    code, _, err = _run(None, fake_args(tmp_path, adapter, "--set", "runtime.task_timeout_s=2"),
+                        env={"ESSA_FAKE_FAULT": "hang:1:0"})
+    assert code == EXIT_FAILURE
+    assert "worker rank 1 gave no answer for candidate 0 (c0) of generation 1" in err
+
+
+def test_dead_worker_ends_the_mpi_job_in_bounded_time(tmp_path, adapter):
+    t0 = time.time()
+    code, out, err = _run(3, fake_args(tmp_path, adapter), env={"ESSA_FAKE_FAULT": "exit:1:1"})
+    assert code != 0 and time.time() - t0 < 60
+    assert "RANK" in (out + err).upper()
+
+
+def test_non_finite_fitness_is_a_failed_candidate(tmp_path, adapter):
+    code, _, err = _run(None, fake_args(tmp_path, adapter), env={"ESSA_FAKE_FAULT": "nan:1:3"})
+    assert code == 0, err[-3000:]
+    search = [r for r in read_metrics(tmp_path / "fake/metrics.jsonl") if r["phase"] == "search"]
+    assert [r["failed"] for r in search] == [0, 1, 0, 0]
+    assert "failed 1" in err
+
+
+def test_dry_run_prints_the_plan_without_loading_anything(tmp_path, adapter):
+    code, out, err = _run(None, fake_args(tmp_path, adapter, "--dry-run"))
+    assert code == 0, err
+    assert "d = 4 modules x 2 factors x 4 = 32" in out and "6 candidates x 4 generations" in out
+    assert not (tmp_path / "fake").exists()
+    code, _, err = _run(None, fake_args(tmp_path, tmp_path / "missing", "--dry-run"))
+    assert code == 2 and "missing" in err
+
+
+def test_missing_adapter_folder_is_a_clear_error(tmp_path):
+    code, _, err = _run(None, fake_args(tmp_path, tmp_path / "nope"))
+    assert code == 2 and "nope" in err and "adapter" in err
+
+
+def test_report_to_tensorboard_writes_events_or_names_the_missing_package(tmp_path, adapter):
+    code, _, err = _run(None, fake_args(tmp_path, adapter, "--set", "runtime.report_to=[tensorboard]"))
+    if code == 0:
+        assert list((tmp_path / "fake/tensorboard").glob("events.*"))
+    else:
+        assert "tensorboard" in err and "pip install" in err

@@ -1,0 +1,107 @@
+"""The master's dynamic scheduling over an in-memory transport with workers of unequal speed."""
+
+import queue
+import threading
+import time
+
+import numpy as np
+
+from essa.runtime.master import Master
+from essa.runtime.messages import Setup
+from essa.runtime.scheduler import RoundTasks, split_items
+from essa.runtime.worker import run_worker
+
+
+class _Hub:
+    """Master side of several in-process workers (one inbox each, one shared outbox)."""
+
+    def __init__(self, n):
+        self.workers = list(range(1, n + 1))
+        self.inbox = {r: queue.Queue() for r in self.workers}
+        self.outbox = queue.Queue()
+
+    def send(self, rank, msg):
+        self.inbox[rank].put(msg)
+
+    def broadcast(self, msg):
+        for r in self.workers:
+            self.inbox[r].put(msg)
+
+    def poll(self, timeout=0.0):
+        try:
+            return self.outbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def flush(self, timeout=5.0):
+        pass
+
+
+class _Side:
+    def __init__(self, hub, rank):
+        self.rank, self.hub = rank, hub
+
+    def send(self, msg):
+        self.hub.outbox.put(msg)
+
+    def recv(self):
+        return self.hub.inbox[self.rank].get()
+
+    def flush(self, timeout=5.0):
+        pass
+
+
+class _SleepEvaluator:
+    """Fitness = row index; rank 1 is fast, rank 2 slow."""
+
+    checksum = "abc"
+
+    def __init__(self, delay):
+        self.delay = delay
+
+    def prepare(self, setup):
+        pass
+
+    def score(self, rnd, task):
+        time.sleep(self.delay)
+        return float(task.row), {"tokens": task.stop - task.start, "seconds": self.delay}
+
+    def close(self):
+        pass
+
+
+def test_fast_worker_takes_more_candidates_and_results_land_in_their_rows():
+    hub = _Hub(2)
+    delays = {1: 0.002, 2: 0.06}
+    threads = [threading.Thread(target=run_worker, args=(_Side(hub, r), lambda r=r: _SleepEvaluator(delays[r])))
+               for r in hub.workers]
+    for t in threads:
+        t.start()
+    master = Master(hub, "abc", task_timeout_s=30)
+    master.setup(Setup({}, True))  # the sleep evaluator ignores it
+    out = master.run_round(0, np.zeros((20, 3)), [f"c{i}" for i in range(20)], "train",
+                           np.arange(5), "accuracy")
+    master.stop("done")
+    for t in threads:
+        t.join(timeout=10)
+    assert out.fitness.tolist() == [float(i) for i in range(20)]
+    assert sum(out.tasks_by_rank.values()) == 20
+    assert out.tasks_by_rank[1] > 3 * out.tasks_by_rank.get(2, 0)
+    assert all(s["tokens"] == 5 for s in out.stats)
+
+
+def test_items_are_split_into_chunks_and_recombined_by_weight():
+    assert split_items(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    assert split_items(2, 5) == [(0, 1), (1, 2)]
+    tasks = RoundTasks.build(1, 0, rows=2, chunks=split_items(10, 3))
+    assert tasks.expected == 6 and tasks.assign(7).row == 0
+
+
+def test_stale_and_duplicate_results_are_dropped_and_counted():
+    from essa.runtime.messages import Result
+    tasks = RoundTasks.build(5, 0, rows=1, chunks=[(0, 4)])
+    task = tasks.assign(1)
+    assert not tasks.accept(Result(4, 0, 0, 0, 4, 1, 0.5), round_id=5)
+    assert tasks.accept(Result(5, 0, task.row, 0, 4, 1, 0.5), round_id=5)
+    assert not tasks.accept(Result(5, 0, task.row, 0, 4, 1, 0.5), round_id=5)
+    assert (tasks.stale, tasks.duplicate) == (1, 1) and tasks.done()
