@@ -7,7 +7,7 @@
 Each ``--setting`` is a comma-separated list of ``sft.*`` fields (``rank``/``alpha`` go to the
 adapter section). Every setting trains a fresh adapter into ``<output_dir>/sft-sweep/<setting>``;
 then one engine scores the base model and every adapter on the same validation items (greedy, the
-task's reward). Prints one markdown table row per setting, for benchmarks/RESULTS_sft.md.
+task's reward). Prints one markdown table row per setting, for benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from population.pycma_cmaes import PycmaCMAES
 AUTO_FULL_MAX_DIM = 8192
 """``"auto"`` uses full-covariance CMA-ES up to this dimension and sep-CMA-ES above it.
 
-Chosen from benchmarks/RESULTS_population.md: a full C costs 8 d^2 bytes several times over
+Chosen from benchmarks/RESULTS.md: a full C costs 8 d^2 bytes several times over
 (pycma keeps C, B and temporaries: about 1.6 GB at d = 8,192, 8.6 GB per matrix at 32,768) and
 its lazy factorization grows as d^3; 8,192 keeps the paper's d = 7,168 on the full method.
 """

@@ -3,7 +3,7 @@
 The covariance update is the tutorial's (Hansen, arXiv:1604.00772, eqs. 41-47, active CMA) and
 the constants are pycma's defaults (``population.cma_params``). What differs from pycma is how
 C is factored for sampling, because the eigendecomposition is what dominates at large d (about
-200 s for d = 7,168 on the 2-core test machine, see benchmarks/RESULTS_population.md):
+200 s for d = 7,168 on the 2-core test machine, see benchmarks/RESULTS.md):
 
 * C = A A^T is factored by Cholesky (several times cheaper than ``eigh``) and, as in the
   tutorial's lazy update, only every ``1 / ((c1 + cmu) * d * 10)`` generations; between

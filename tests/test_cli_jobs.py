@@ -30,11 +30,15 @@ def test_essa_train_demo_config_writes_run_directory(tmp_path, demo_model):
     assert "summary: 2 generations" in (run_dir / "run.log").read_text()
 
 
-def test_essa_eval_two_datasets_with_limit(tmp_path, demo_model):
+def test_essa_eval_two_datasets_with_limit(tmp_path, demo_model, small_adapter):
+    import shutil
+    run_dir = tmp_path / "some-run"  # an essa-train run directory: its adapter_mean/ is used
+    shutil.copytree(small_adapter, run_dir / "adapter_mean")
     out = run_cli(["essa-eval", "--datasets", "arithmetic,gsm8k", "--limit", "3", *FAST,
-                   "--output", str(tmp_path)])
+                   "--adapter", str(run_dir), "--output", str(tmp_path)])
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["adapter"] == str(run_dir / "adapter_mean")
     assert set(summary["datasets"]) == {"arithmetic", "gsm8k"}
     for name, stats in summary["datasets"].items():
         assert stats["items"] == 3 and 0 <= stats["greedy_accuracy"] <= 1 and stats["tokens"] > 0

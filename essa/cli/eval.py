@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--model", help="base model folder or alias (default: the config's model.path)")
-    parser.add_argument("--adapter", help="a PEFT LoRA adapter folder to apply")
+    parser.add_argument("--adapter", help="a PEFT LoRA adapter folder to apply, or an essa-train run "
+                        "directory (its adapter_mean/)")
     parser.add_argument("--datasets", help="comma-separated: arithmetic, gsm8k, math500, aime24, "
                         "amc23, minerva_math, olympiadbench, or a file path (default: the config's task)")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     adapter = None
     if args.adapter:
         from essa.adapters.peft_io import read_adapter
+        args.adapter = str(adapter_folder(Path(args.adapter)))
         adapter = read_adapter(args.adapter)  # validates the folder before the engine starts
 
     from essa.engines import make_engine, sampling_from_config
@@ -73,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     log = setup_logging(output)
     log.info("loading %s with the %s engine ...", config.model.path, config.engine.backend)
-    engine = make_engine(config.model, config.engine)
+    if adapter is not None:
+        config.adapter.rank = adapter.rank
+    engine = make_engine(config.model, config.engine, config.adapter)
     sampling = sampling_from_config(config.engine)
     sampling.n = args.samples
     summary = {"model": config.model.path, "adapter": args.adapter, "split": args.split,
@@ -100,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {output / 'summary.json'}")
     engine.close()
     return 0
+
+
+def adapter_folder(path: Path) -> Path:
+    """A PEFT folder as given, or a run directory's searched adapter (adapter_mean, then _best)."""
+    for name in ("adapter_mean", "adapter_best"):
+        if not (path / "adapter_config.json").is_file() and (path / name / "adapter_config.json").is_file():
+            return path / name
+    return path
 
 
 def _print_table(summary: dict) -> None:
