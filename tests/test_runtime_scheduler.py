@@ -105,3 +105,10 @@ def test_stale_and_duplicate_results_are_dropped_and_counted():
     assert tasks.accept(Result(5, 0, task.row, 0, 4, 1, 0.5), round_id=5)
     assert not tasks.accept(Result(5, 0, task.row, 0, 4, 1, 0.5), round_id=5)
     assert (tasks.stale, tasks.duplicate) == (1, 1) and tasks.done()
+
+
+def test_console_line_prints_zero_fitness_as_zero_not_nan():
+    import math
+    from essa.runtime.loop import _or_nan
+    assert _or_nan(0.0) == 0.0 and _or_nan(0.25) == 0.25
+    assert math.isnan(_or_nan(None))

@@ -86,8 +86,8 @@ class Run:
                "wall_time": self.state["wall_time"], "stale_results": out.stale}
         self.record(rec)
         log.info("gen %d  fitness max %.4f mean %.4f  sigma %.4f  failed %d  %d tokens  %.1f s  "
-                 "(%.2f eval/s)", g, rec["fitness_max"] or float("nan"),
-                 rec["fitness_mean"] or float("nan"), rec["sigma"], rec["failed"], tokens, seconds,
+                 "(%.2f eval/s)", g, _or_nan(rec["fitness_max"]),
+                 _or_nan(rec["fitness_mean"]), rec["sigma"], rec["failed"], tokens, seconds,
                  rec["evals_per_s"])
 
     def validate_mean(self, g: int) -> None:
@@ -176,6 +176,11 @@ class Run:
         self.record({"generation": self.strategy.generation, "phase": "test", "test_items": n,
                      **{f"test_accuracy_{k}": _num(v) for k, v in zip(("base", "start", "mean"), out.fitness)}})
         return {"items": n, "accuracy": dict(zip(("base", "start", "mean"), map(float, out.fitness)))}
+
+
+def _or_nan(value: float | None) -> float:
+    """For the console line: a missing value prints as nan (0.0 stays 0.0)."""
+    return float("nan") if value is None else value
 
 
 def _num(value) -> float | None:
