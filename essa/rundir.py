@@ -62,7 +62,6 @@ class MetricsWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._t0 = time.time()
 
     def write(self, record: dict) -> None:
         record = {"time": round(time.time(), 3), **record}

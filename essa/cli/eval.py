@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     log = setup_logging(output)
     log.info("loading %s with the %s engine ...", config.model.path, config.engine.backend)
-    if adapter is not None:
+    candidate = None
+    if adapter is not None:  # read once, applied from memory for every dataset
+        from essa.engines.base import LoraCandidate
+        candidate = LoraCandidate(adapter.tensors, adapter.config, name=args.adapter)
         config.adapter.rank = adapter.rank
     engine = make_engine(config.model, config.engine, config.adapter)
     sampling = sampling_from_config(config.engine)
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = build_prompts(engine.tokenizer, examples, task.instruction, config.model.chat_template)
         log.info("%s: %d items ...", name, len(examples))
         result = evaluate(engine, prompts, examples, get_reward(task.reward), sampling,
-                          candidate=args.adapter)
+                          candidate=candidate)
         if args.samples > 1:
             stats = summarize_scores(sample_scores=result.scores, k=args.samples).as_dict()
         else:

@@ -46,15 +46,6 @@ class LoraCandidate:
     name: str = "candidate"
 
 
-def candidate_label(candidate: Any) -> str:
-    """A short printable name of a candidate (None is the base model)."""
-    if candidate is None:
-        return "base"
-    if isinstance(candidate, LoraCandidate):
-        return candidate.name
-    return str(candidate)
-
-
 @dataclass
 class ContinuationScore:
     """Log-likelihood of a given continuation after a prompt (no generation)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from essa.adapters.peft_io import lora_scale
 from essa.engines.base import LoraCandidate
 
 _KEY = re.compile(r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])\.weight$")
@@ -27,12 +28,6 @@ def as_lora_candidate(candidate: Any) -> LoraCandidate:
     from essa.adapters.peft_io import read_adapter
     adapter = read_adapter(candidate)
     return LoraCandidate(tensors=adapter.tensors, config=adapter.config, name=str(candidate))
-
-
-def lora_scale(config: dict) -> float:
-    """The factor peft applies to B @ A: lora_alpha / r (or / sqrt(r) with rsLoRA)."""
-    r = config["r"]
-    return config["lora_alpha"] / (r ** 0.5 if config.get("use_rslora") else r)
 
 
 def module_deltas(candidate: LoraCandidate) -> dict[tuple[int, str], torch.Tensor]:

@@ -35,7 +35,7 @@ class MergedWeights:
         self.originals = self._load_originals(Path(checkpoint_dir))
         # Row offsets of the blocks inside each fused weight, from the original shapes.
         self.blocks = self._block_rows(Path(checkpoint_dir))
-        self.applied = False
+        self._touched: list[tuple[int, str]] = []  # modules holding a candidate now
 
     def _module(self, layer: int, name: str) -> torch.nn.Module:
         parent = self.layers[layer].self_attn if name in ("qkv_proj", "o_proj") else self.layers[layer].mlp
@@ -55,13 +55,14 @@ class MergedWeights:
                     if len(parts) >= 5 and parts[-2] in wanted and parts[-1] == "weight":
                         tensors[key] = st.get_tensor(key)
         dtype = next(self.model.parameters()).dtype
+        # The checkpoint modules making up each fused vLLM module, in row-block order.
+        parts = {name: [k for k, (n, _) in sorted(_FUSED.items(), key=lambda kv: kv[1][1] or 0)
+                        if n == name] for name in self.fused_names}
         originals = {}
         for i in range(len(self.layers)):
             for name in self.fused_names:
-                kinds = [k for k, (n, _) in sorted(_FUSED.items(), key=lambda kv: (kv[1][1] or 0))
-                         if n == name]
                 group = "self_attn" if name in ("qkv_proj", "o_proj") else "mlp"
-                rows = [tensors[f"model.layers.{i}.{group}.{k}.weight"] for k in kinds]
+                rows = [tensors[f"model.layers.{i}.{group}.{k}.weight"] for k in parts[name]]
                 originals[(i, name)] = torch.cat(rows, 0).to(dtype).contiguous()
         return originals
 
@@ -89,7 +90,7 @@ class MergedWeights:
 
     def apply(self, deltas: dict[tuple[int, str], torch.Tensor]) -> None:
         """Base + delta for every module the candidate touches (one candidate at a time)."""
-        if self.applied:
+        if self._touched:
             self.restore()
         by_target: dict[tuple[int, str], list[tuple[int | None, torch.Tensor]]] = {}
         for (layer, kind), delta in deltas.items():
@@ -107,13 +108,12 @@ class MergedWeights:
                     merged[start:stop] += delta
             self._set(layer, name, merged.to(self.originals[(layer, name)].dtype))
         self._touched = list(by_target)
-        self.applied = True
 
     def restore(self) -> None:
         """Put the saved original tensors back, exactly."""
-        for layer, name in getattr(self, "_touched", []):
+        for layer, name in self._touched:
             self._set(layer, name, self.originals[(layer, name)].clone())
-        self._touched, self.applied = [], False
+        self._touched = []
 
     def current_weight(self, layer: int, name: str) -> torch.Tensor:
         """The weight a module holds now (for tests: bit-identical restore)."""
