@@ -2,6 +2,7 @@
 # Both set everything up on a fresh machine first (idempotent, fast when done).
 VENV := .venv
 NP ?= 2
+ARGS ?=
 
 .PHONY: setup demo test
 
@@ -9,7 +10,7 @@ setup:
 	@bash launch/setup.sh
 
 demo: setup
-	$(VENV)/bin/mpirun -n $(NP) $(VENV)/bin/essa-train --config launch/configs/demo-cpu.yaml
+	$(VENV)/bin/mpirun -n $(NP) $(VENV)/bin/essa-train --config launch/configs/demo-cpu.yaml $(ARGS)
 
 test: setup
 	$(VENV)/bin/python -m pytest -q tests

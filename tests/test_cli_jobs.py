@@ -22,8 +22,10 @@ def test_essa_train_demo_config_writes_run_directory(tmp_path, demo_model):
     assert "max_tokens: 24" in (run_dir / "config.yaml").read_text()
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [(r["generation"], r["phase"]) for r in records] == [
-        (0, "search"), (0, "validation"), (1, "search"), (1, "validation"), (2, "test")]
-    assert records[1]["val_items"] == 6 and 0.0 <= records[1]["val_accuracy"] <= 1.0
+        (-1, "validation"), (0, "search"), (0, "validation"), (1, "search"), (1, "validation"),
+        (2, "final_validation"), (2, "test")]
+    assert records[2]["val_items"] == 6 and 0.0 <= records[2]["val_accuracy"] <= 1.0
+    assert records[-1]["test_items"] == 4 and records[-2]["final_validation_items"] == 6
     assert (run_dir / "start_adapter/adapter_model.safetensors").is_file()
     assert json.loads((run_dir / "checkpoint/state.json").read_text())["generation"] == 2
     assert (run_dir / "adapter_best/adapter_config.json").is_file()

@@ -126,3 +126,14 @@ def test_report_to_tensorboard_writes_events_or_names_the_missing_package(tmp_pa
         assert list((tmp_path / "fake/tensorboard").glob("events.*"))
     else:
         assert "tensorboard" in err and "pip install" in err
+
+
+def test_new_run_over_an_existing_run_is_refused_and_leaves_it_intact(tmp_path, adapter):
+    code, _, err = _run(None, fake_args(tmp_path, adapter))
+    assert code == 0, err
+    metrics = (tmp_path / "fake/metrics.jsonl").read_text()
+    code, _, err = _run(2, fake_args(tmp_path, adapter))
+    assert code == 2 and "already holds a run" in err and f"--resume {tmp_path / 'fake'}" in err
+    assert (tmp_path / "fake/metrics.jsonl").read_text() == metrics
+    report = (tmp_path / "fake/report.md").read_text()  # the finished run's report
+    assert "| ESSA (mean vector) |" in report and (tmp_path / "fake/fitness.png").is_file()

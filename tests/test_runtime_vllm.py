@@ -1,4 +1,7 @@
-"""One real run: `mpirun -n 3 essa-train` on SmolLM2 with two vLLM CPU engines, 2 generations."""
+"""One real run: `mpirun -n 3 essa-train` on SmolLM2 with two vLLM CPU engines, 2 generations.
+
+It is the demo's own command path (launch/configs/demo-cpu.yaml, SFT warm start included), shrunk.
+"""
 
 import json
 
@@ -6,10 +9,9 @@ from essa.rundir import read_metrics
 from tests.runtime_helpers import ROOT, launch, train_cmd
 
 
-def test_mpirun_three_ranks_real_engines_two_generations(tmp_path, demo_model):
-    from essa.adapters.init import write_fresh_adapter
-    adapter = write_fresh_adapter(demo_model, tmp_path / "start", rank=8, rel_norm=0.02)
-    sets = {"output_dir": tmp_path, "adapter.init": adapter, "engine.enforce_eager": "true",
+def test_demo_config_shrunk_under_mpirun_three_ranks_real_engines(tmp_path, demo_model):
+    sets = {"output_dir": tmp_path, "sft.steps": 2, "sft.eval_examples": 0, "sft.max_examples": 32,
+            "engine.enforce_eager": "true",
             "engine.max_tokens": 16, "engine.kv_cache_gib": 1, "search.popsize": 4,
             "search.generations": 2, "fitness.prompts_per_candidate": 4, "runtime.eval_every": 2,
             "runtime.eval_items": 4, "runtime.test_items": 4, "search.sigma0": 0.1}
@@ -25,10 +27,22 @@ def test_mpirun_three_ranks_real_engines_two_generations(tmp_path, demo_model):
     for r in search:
         assert 0 <= r["fitness_max"] <= 1 and r["fitness_kind"] == "accuracy" and r["failed"] == 0
         assert r["tokens"] > 0 and r["evals_per_s"] > 0
-    (val,) = [r for r in records if r["phase"] == "validation"]
+    start, val = [r for r in records if r["phase"] == "validation"]
+    assert start["generation"] == -1 and start["wall_time"] == 0 and start["tokens_total"] == 0
     assert val["val_items"] == 4 and 0 <= val["val_accuracy"] <= 1
+    assert val["wall_time"] == search[-1]["wall_time"]
+    assert val["tokens_total"] == sum(r["tokens"] for r in search)
     assert "worker rank 1 ready" in err and "worker rank 2 ready" in err
+    assert len(list((tmp_path / "warm-start").glob("*/adapter_model.safetensors"))) == 1
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["test"]["accuracy"]) == {"base", "start", "mean"}
+    assert set(summary["validation"]["accuracy"]) == {"base", "start", "mean"}
+    assert summary["search_dimension"] == 30 * 4 * 2 * 8 and summary["popsize"] == 4
     for label in ("best", "mean"):
         assert (run_dir / f"adapter_{label}" / "adapter_model.safetensors").is_file()
+    report = (run_dir / "report.md").read_text()
+    test_base = 100 * summary["test"]["accuracy"]["base"]
+    assert f"| base model | {100 * summary['validation']['accuracy']['base']:.1f}% | {test_base:.1f}% |" in report
+    assert "| SFT warm start |" in report and "| ESSA (mean vector) |" in report
+    assert (run_dir / "fitness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"report: {run_dir / 'report.md'}" in err

@@ -2,7 +2,10 @@
 
     essa prepare-model            # convert the CPU demo model (SmolLM2-135M-Instruct) once
     essa config [--fields]        # print the default config, or every field with its help
-    essa train|sft|eval ...       # same as essa-train, essa-sft, essa-eval
+    essa report RUN_DIR           # write report.md + fitness.png of an essa-train run
+    essa sweep plan|cell|sbatch|summary SWEEP.yaml   # sweeps as SLURM array jobs (docs/cluster.md)
+    essa compare RUN_DIR ...      # accuracy vs time and tokens across runs (compare.md/.png)
+    essa train|sft|eval|grpo ...  # same as essa-train, essa-sft, essa-eval, essa-grpo
 """
 
 from __future__ import annotations
@@ -38,12 +41,39 @@ def _config(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"prepare-model": _prepare_model, "config": _config}
+def _report(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="essa report", description="Write report.md and "
+                                     "fitness.png of a finished (or interrupted) essa-train run.")
+    parser.add_argument("run_dir", help="the run directory (holds metrics.jsonl)")
+    args = parser.parse_args(argv)
+    from essa.reporting.report import write_report
+    try:
+        path = write_report(args.run_dir)
+    except FileNotFoundError as exc:
+        print(f"essa report: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+def _sweep(argv: list[str]) -> int:
+    from essa.cluster.cli import main as sweep
+    return sweep(argv)
+
+
+def _compare(argv: list[str]) -> int:
+    from essa.reporting.compare import main as compare
+    return compare(argv)
+
+
+COMMANDS = {"prepare-model": _prepare_model, "config": _config, "report": _report, "sweep": _sweep,
+            "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    jobs = {"train": "essa.cli.train", "sft": "essa.cli.sft", "eval": "essa.cli.eval"}
+    jobs = {"train": "essa.cli.train", "sft": "essa.cli.sft", "eval": "essa.cli.eval",
+            "grpo": "essa.cli.grpo"}
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0

@@ -262,6 +262,47 @@ class RuntimeConfig:
 
 
 @dataclass
+class GRPOSettings:
+    """The GRPO baseline (essa-grpo): TRL's GRPOTrainer on the same model, adapter, data and reward."""
+
+    steps: int = _f(100, "Optimizer steps; each samples a fresh group of completions per prompt.")
+    prompts_per_step: int = _f(4, "Prompts per step; the batch holds prompts_per_step * "
+                               "num_generations completions.")
+    num_generations: int = _f(8, "Completions sampled per prompt (the group whose mean reward is the "
+                              "baseline of the advantage); at least 2.")
+    learning_rate: float = _f(5e-5, "AdamW learning rate of the LoRA factors.")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = _f(
+        "constant", "Learning-rate schedule over grpo.steps (constant suits a wall-time budget, which "
+        "may stop the run before the schedule ends).")
+    beta: float = _f(0.0, "KL coefficient against the starting adapter (TRL's default 0: no "
+                     "reference model, faster).")
+    max_completion_length: int = _f(0, "Most new tokens per sampled completion; 0 means "
+                                    "engine.max_tokens, the length ESSA generates.")
+    temperature: float = _f(1.0, "Sampling temperature of the training completions (must be > 0: "
+                            "a group of identical greedy answers carries no signal).")
+    max_wall_time_s: float = _f(0.0, "Stop training once this many seconds of training (validation "
+                                "excluded, as in essa-train) have passed; 0: no limit.")
+    eval_every: int = _f(5, "Greedy validation accuracy every N steps, on the first "
+                         "runtime.eval_items items (0: only at the start and the end).")
+    log_every: int = _f(1, "Write a phase=train record (reward, loss, kl, tokens) every N steps.")
+    threads: int = _f(0, "torch CPU threads; 0 leaves torch's default (all cores).")
+
+    def validate(self) -> None:
+        for name in ("steps", "prompts_per_step", "log_every"):
+            _check(getattr(self, name) >= 1, f"grpo.{name}: must be >= 1, got {getattr(self, name)}")
+        _check(self.num_generations >= 2,
+               f"grpo.num_generations: must be >= 2 (GRPO compares completions within a group), "
+               f"got {self.num_generations}")
+        _check(self.learning_rate > 0, f"grpo.learning_rate: must be > 0, got {self.learning_rate}")
+        _check(self.beta >= 0, f"grpo.beta: must be >= 0, got {self.beta}")
+        _check(self.max_completion_length >= 0,
+               f"grpo.max_completion_length: must be >= 0, got {self.max_completion_length}")
+        _check(self.temperature > 0, f"grpo.temperature: must be > 0, got {self.temperature}")
+        _check(self.max_wall_time_s >= 0, f"grpo.max_wall_time_s: must be >= 0, got {self.max_wall_time_s}")
+        _check(self.eval_every >= 0 and self.threads >= 0, "grpo.eval_every, grpo.threads: must be >= 0")
+
+
+@dataclass
 class RunConfig:
     """One ESSA run: read from YAML, overridden with ``--set``, saved into the run directory."""
 
@@ -276,6 +317,8 @@ class RunConfig:
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "Inference engine."})
     search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "Evolution strategy."})
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig, metadata={"help": "MPI runtime."})
+    grpo: GRPOSettings = field(default_factory=GRPOSettings,
+                               metadata={"help": "The GRPO baseline (essa-grpo)."})
 
     def validate(self) -> None:
         _check(bool(self.name) and "/" not in self.name,
@@ -288,3 +331,6 @@ class RunConfig:
         self.engine.validate()
         self.search.validate()
         self.runtime.validate()
+        self.grpo.validate()
+        _check(self.grpo.max_completion_length < self.engine.max_model_len,
+               "grpo.max_completion_length: must be smaller than engine.max_model_len")

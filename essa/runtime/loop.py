@@ -91,6 +91,11 @@ class Run:
                  rec["evals_per_s"])
 
     def validate_mean(self, g: int) -> None:
+        """Score the mean vector on validation; g = -1 is the starting adapter, before any search.
+
+        The record carries the search's wall time and generated tokens so far (evaluation time
+        excluded), the axes `essa compare` plots accuracy against.
+        """
         split = self.config.task.validation_split
         if not split:
             return
@@ -98,9 +103,10 @@ class Run:
         out = self.master.run_round(g, self.strategy.mean[None, :], ["mean"], split, np.arange(n),
                                     "accuracy", split_rows=True)
         self.record({"generation": g, "phase": "validation", "val_accuracy": _num(out.fitness[0]),
-                     "val_items": n})
-        log.info("gen %d  validation accuracy of the mean: %.2f%% (%d items)", g,
-                 100 * out.fitness[0], n)
+                     "val_items": n, "wall_time": self.state["wall_time"],
+                     "tokens_total": self.state["tokens"]})
+        log.info("gen %d  validation accuracy of the %s: %.2f%% (%d items)", g,
+                 "start" if g < 0 else "mean", 100 * out.fitness[0], n)
 
     def checkpoint(self, g: int) -> None:
         self.state["generation"] = g + 1
@@ -115,6 +121,8 @@ class Run:
                  self.space.summary, type(self.strategy).__name__, cfg.search.popsize,
                  self.state["generation"], cfg.search.generations)
         try:
+            if self.state["generation"] == 0 and cfg.runtime.eval_every:
+                self.validate_mean(-1)  # the starting point of the validation curve
             for g in range(self.state["generation"], cfg.search.generations):
                 self.generation(g)
                 if cfg.runtime.eval_every and (g + 1) % cfg.runtime.eval_every == 0:
@@ -140,8 +148,11 @@ class Run:
         return EXIT_OK
 
     def finish(self) -> None:
-        """Export best and mean adapters, evaluate base/start/mean on test, write summary.json."""
+        """Export best and mean adapters; score base/start/mean on validation and test; write
+        summary.json and the report (report.md + fitness.png)."""
         from essa.adapters.export import export_adapter
+        from essa.reporting.report import write_report
+        from essa.rundir import atomic_write_text
         cfg, s = self.config, self.strategy
         best = s.best_x if s.best_x is not None else s.mean
         exported = {}
@@ -150,32 +161,35 @@ class Run:
             export_adapter(self.space, singular_values(self.space, x, cfg.search.parametrization),
                            folder, base_model_name_or_path=cfg.model.path)
             exported[label] = str(folder)
-        test = self.final_test()
-        summary = {"generations": s.generation, "evaluations": s.evaluations,
+        validation = self.final_eval("final_validation", cfg.task.validation_split, cfg.runtime.eval_items)
+        test = self.final_eval("test", cfg.task.test_split, cfg.runtime.test_items)
+        summary = {"method": "essa", "generations": s.generation, "evaluations": s.evaluations,
                    "best_fitness": self.state["best_fitness"],
                    "best_generation": self.state["best_generation"], "fitness_kind": cfg.fitness.kind,
-                   "sigma": float(s.sigma), "tokens": self.state["tokens"],
-                   "wall_time": self.state["wall_time"], "adapters": exported, "test": test}
-        from essa.rundir import atomic_write_text
+                   "strategy": type(s).__name__, "search_dimension": self.space.dim,
+                   "popsize": cfg.search.popsize, "sigma": float(s.sigma),
+                   "tokens": self.state["tokens"], "wall_time": self.state["wall_time"],
+                   "adapters": exported, "validation": validation, "test": test}
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         log.info("summary: %d generations, best fitness %s, test accuracy %s; adapters in %s",
                  s.generation, self.state["best_fitness"],
                  ", ".join(f"{k} {v:.3f}" for k, v in test.get("accuracy", {}).items()) or "skipped",
                  self.run_dir)
+        log.info("report: %s", write_report(self.run_dir))
 
-    def final_test(self) -> dict:
-        cfg = self.config
-        n = cfg.runtime.test_items
-        if not n or not cfg.task.test_split or not self.task.splits.get(cfg.task.test_split):
+    def final_eval(self, phase: str, split: str, n: int) -> dict:
+        """Greedy accuracy of the base model, the starting adapter and the mean on n items."""
+        if not n or not split or not self.task.splits.get(split):
             return {}
-        n = min(n, len(self.task.split(cfg.task.test_split)))
+        n = min(n, len(self.task.split(split)))
         x0 = np.zeros(self.space.dim) if self.relative else self.space.initial_vector()
         vectors = np.stack([x0, x0, self.strategy.mean])  # (3, d); row 0 is ignored (base)
         out = self.master.run_round(self.strategy.generation, vectors, [BASE, "start", "mean"],
-                                    cfg.task.test_split, np.arange(n), "accuracy", split_rows=True)
-        self.record({"generation": self.strategy.generation, "phase": "test", "test_items": n,
-                     **{f"test_accuracy_{k}": _num(v) for k, v in zip(("base", "start", "mean"), out.fitness)}})
-        return {"items": n, "accuracy": dict(zip(("base", "start", "mean"), map(float, out.fitness)))}
+                                    split, np.arange(n), "accuracy", split_rows=True)
+        labels = ("base", "start", "mean")
+        self.record({"generation": self.strategy.generation, "phase": phase, f"{phase}_items": n,
+                     **{f"{phase}_accuracy_{k}": _num(v) for k, v in zip(labels, out.fitness)}})
+        return {"items": n, "accuracy": dict(zip(labels, map(float, out.fitness)))}
 
 
 def _or_nan(value: float | None) -> float:

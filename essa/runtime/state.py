@@ -47,5 +47,6 @@ def load_run_state(run_dir: Path) -> tuple[object, dict]:
 def trim_metrics(path: Path, generations_done: int) -> None:
     """Drop metrics lines of generations after the checkpoint (written, then interrupted), so
     the resumed run's lines follow on exactly."""
-    records = [r for r in read_metrics(path) if r.get("generation", 0) < generations_done]
+    records = [r for r in read_metrics(path)
+               if generations_done > 0 and r.get("generation", 0) < generations_done]
     atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in records))

@@ -1,0 +1,1 @@
+"""Reports of finished runs: one run's report.md + fitness.png, and comparisons across runs."""
