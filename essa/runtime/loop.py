@@ -161,8 +161,9 @@ class Run:
             export_adapter(self.space, singular_values(self.space, x, cfg.search.parametrization),
                            folder, base_model_name_or_path=cfg.model.path)
             exported[label] = str(folder)
-        validation = self.final_eval("final_validation", cfg.task.validation_split, cfg.runtime.eval_items)
-        test = self.final_eval("test", cfg.task.test_split, cfg.runtime.test_items)
+        rt = cfg.runtime
+        validation = self.final_eval("final_validation", cfg.task.validation_split, rt.eval_items)
+        test = self.final_eval("test", cfg.task.test_split, rt.test_items)
         summary = {"method": "essa", "generations": s.generation, "evaluations": s.evaluations,
                    "best_fitness": self.state["best_fitness"],
                    "best_generation": self.state["best_generation"], "fitness_kind": cfg.fitness.kind,
