@@ -47,7 +47,7 @@ def describe_plan(config, ranks: int) -> str:
         f"population  {s.popsize} candidates x {s.generations} generations",
         f"roles       {roles}",
         f"batch       {f.prompts_per_candidate} {config.task.train_split} prompts per candidate "
-        f"(fitness {f.kind}); {per_gen} generations of text per generation",
+        f"(fitness {f.kind}); {per_gen} candidate-prompt pairs per generation",
         f"tokens      at most {tokens} generated per generation ({config.engine.max_tokens} per prompt), "
         f"{per_gen / workers:.0f} prompt evaluations per worker",
         f"evaluation  mean vector on {rt.eval_items} validation items every {rt.eval_every} "
