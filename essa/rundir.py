@@ -29,14 +29,6 @@ def create_run_dir(config, exist_ok: bool = True) -> Path:
     return run_dir
 
 
-def check_new_run(config) -> None:
-    """A new run must not write into a directory that holds another run's metrics."""
-    run_dir = Path(config.output_dir) / config.name
-    if (run_dir / "metrics.jsonl").exists():
-        raise FileExistsError(f"run directory {run_dir} already holds a run: continue it with "
-                              f"--resume {run_dir}, or start a new one with --set name=OTHER")
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file, fsync and rename: a kill leaves the old or the new file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -137,3 +137,14 @@ def test_new_run_over_an_existing_run_is_refused_and_leaves_it_intact(tmp_path, 
     assert (tmp_path / "fake/metrics.jsonl").read_text() == metrics
     report = (tmp_path / "fake/report.md").read_text()  # the finished run's report
     assert "| ESSA (mean vector) |" in report and (tmp_path / "fake/fitness.png").is_file()
+
+
+def test_a_run_that_never_checkpointed_is_started_over(tmp_path, adapter):
+    run_dir = tmp_path / "fake"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"generation": -1, "phase": "validation", "stale": true}\n')
+    code, _, err = _run(None, fake_args(tmp_path, adapter))
+    assert code == 0, err
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert not any(r.get("stale") for r in records)
+    assert [r["generation"] for r in records if r["phase"] == "validation"] == [-1, 1, 3]

@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from essa.runtime.launch import main as launch
     try:
-        if resume is None:
-            from essa.rundir import check_new_run
-            check_new_run(config)  # on every rank, so that all of them stop with the message
+        if resume is None:  # on every rank, so that all of them stop with the message
+            from essa.runtime.state import check_new_run
+            check_new_run(Path(config.output_dir) / config.name)
         return launch(config, resume)
     except (FileNotFoundError, FileExistsError) as exc:  # a missing model/adapter/checkpoint,
         print(f"essa-train: {exc}", file=sys.stderr)        # or a new run over an old one

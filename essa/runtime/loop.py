@@ -45,6 +45,7 @@ class Run:
                                  "was checkpointed with (sha256 differs)")
             trim_metrics(run_dir / "metrics.jsonl", self.state["generation"])
         else:
+            trim_metrics(run_dir / "metrics.jsonl", 0)  # lines of a run that never checkpointed
             self.strategy = new_strategy(config, self.space)
             self.state = {"generation": 0, "tokens": 0, "wall_time": 0.0, "best_fitness": None,
                           "best_generation": None, "space_sha256": self.space.checksum,

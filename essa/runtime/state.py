@@ -20,6 +20,18 @@ STATE_FILE = "state.json"
 KEEP = 2  # strategy files kept: the committed one and the one before
 
 
+def check_new_run(run_dir: Path) -> None:
+    """A new run must not overwrite a resumable or finished run in ``run_dir``.
+
+    A directory whose run never committed a generation (killed during the first one) holds
+    nothing to resume: the new run starts it over (its metrics lines are dropped by ``Run``).
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT_DIR / STATE_FILE).is_file() or (run_dir / "summary.json").is_file():
+        raise FileExistsError(f"run directory {run_dir} already holds a run: continue it with "
+                              f"--resume {run_dir}, or start a new one with --set name=OTHER")
+
+
 def save_run_state(run_dir: Path, strategy, state: dict) -> None:
     """Save the strategy after ``state['generation']`` completed generations, then commit."""
     folder = Path(run_dir) / CHECKPOINT_DIR
