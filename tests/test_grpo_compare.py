@@ -136,6 +136,15 @@ def test_grpo_refuses_to_overwrite_a_run(grpo_run):
     assert str(grpo_run.dir) in proc.stderr and "--force" in proc.stderr
 
 
+@pytest.mark.model
+def test_grpo_missing_adapter_folder_is_a_clear_error(demo_model, tmp_path):
+    missing = tmp_path / "no-such-adapter"
+    proc = run_cli(["essa", "grpo", "--set", f"model.path={demo_model}", "--set",
+                    f"output_dir={tmp_path}", "--set", f"adapter.init={missing}"], timeout=300)
+    assert proc.returncode == 2 and f"essa-grpo: adapter.init: {missing}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 # ---- the pieces: reward wrapper, clock and budget ---------------------------------------------------
 
 

@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from essa.config.loader import to_yaml
-    from essa.config.schema import ConfigError
 
     if args.print_config:
         print(to_yaml(config), end="")
@@ -60,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(run_dir)
     try:
         run_grpo(config, run_dir, progress=args.progress)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    except FileNotFoundError as exc:  # a missing model or adapter folder (config errors ended above)
+        print(f"essa-grpo: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -16,7 +16,7 @@ import numpy as np
 from essa.runtime import EXIT_FAILURE, EXIT_OK, EXIT_REQUEUE
 from essa.runtime.master import Interrupted, Master, WorkerFailure
 from essa.runtime.messages import BASE, Setup
-from essa.runtime.start import new_strategy, singular_values, starting_adapter
+from essa.runtime.start import initial_point, new_strategy, singular_values, starting_adapter
 from essa.runtime.state import load_run_state, save_run_state, trim_metrics
 
 log = logging.getLogger("essa")
@@ -184,7 +184,7 @@ class Run:
         if not n or not split or not self.task.splits.get(split):
             return {}
         n = min(n, len(self.task.split(split)))
-        x0 = np.zeros(self.space.dim) if self.relative else self.space.initial_vector()
+        x0 = initial_point(self.space, self.config.search.parametrization)
         vectors = np.stack([x0, x0, self.strategy.mean])  # (3, d); row 0 is ignored (base)
         out = self.master.run_round(self.strategy.generation, vectors, [BASE, "start", "mean"],
                                     split, np.arange(n), "accuracy", split_rows=True)

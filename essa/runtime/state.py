@@ -59,6 +59,7 @@ def load_run_state(run_dir: Path) -> tuple[object, dict]:
 def trim_metrics(path: Path, generations_done: int) -> None:
     """Drop metrics lines of generations after the checkpoint (written, then interrupted), so
     the resumed run's lines follow on exactly."""
-    records = [r for r in read_metrics(path)
-               if generations_done > 0 and r.get("generation", 0) < generations_done]
+    # With nothing committed the run starts over: even the start's validation (generation -1) goes.
+    records = [r for r in read_metrics(path) if r.get("generation", 0) < generations_done] \
+        if generations_done > 0 else []
     atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in records))
