@@ -93,13 +93,17 @@ def test_fast_worker_takes_more_candidates_and_results_land_in_their_rows():
 def test_items_are_split_into_chunks_and_recombined_by_weight():
     assert split_items(10, 3) == [(0, 3), (3, 7), (7, 10)]
     assert split_items(2, 5) == [(0, 1), (1, 2)]
-    tasks = RoundTasks.build(1, 0, rows=2, chunks=split_items(10, 3))
-    assert tasks.expected == 6 and tasks.assign(7).row == 0
+    vectors = np.arange(6.0).reshape(2, 3)
+    tasks = RoundTasks.build(1, 0, vectors, chunks=split_items(10, 3))
+    first = tasks.assign(7)
+    assert tasks.expected == 6 and first.row == 0 and first.vector.tolist() == [0.0, 1.0, 2.0]
+    rows = [tasks.assign(r) for r in range(5)]
+    assert [t.vector[0] for t in rows] == [0.0, 0.0, 3.0, 3.0, 3.0]  # each task carries its row
 
 
 def test_stale_and_duplicate_results_are_dropped_and_counted():
     from essa.runtime.messages import Result
-    tasks = RoundTasks.build(5, 0, rows=1, chunks=[(0, 4)])
+    tasks = RoundTasks.build(5, 0, np.zeros((1, 3)), chunks=[(0, 4)])
     task = tasks.assign(1)
     assert not tasks.accept(Result(4, 0, 0, 0, 4, 1, 0.5), round_id=5)
     assert tasks.accept(Result(5, 0, task.row, 0, 4, 1, 0.5), round_id=5)

@@ -43,12 +43,13 @@ class EngineEvaluator:
                                                  self.task.instruction, self.config.model.chat_template)
         return self._prompts[split]
 
-    def candidate(self, rnd: Round, row: int):
+    def candidate(self, rnd: Round, task: Task):
         """None for the base model, else a LoraCandidate with fresh tensors."""
         from essa.engines.base import LoraCandidate
+        row = task.row
         if rnd.labels[row] == BASE:
             return None
-        x = rnd.vectors[row]
+        x = task.vector
         s = self.space.vector_from_relative(x) if self.relative else x
         return LoraCandidate(self.space.materialize(s), dict(self.space.adapter.config),
                              name=f"g{rnd.generation}-{rnd.labels[row]}")
@@ -60,7 +61,7 @@ class EngineEvaluator:
         split = self.task.split(rnd.split)
         examples = [split[i] for i in ids]
         prompts = [self._prompt_list(rnd.split)[i] for i in ids]
-        (result,) = score_candidates(self.engine, [self.candidate(rnd, task.row)], examples, prompts,
+        (result,) = score_candidates(self.engine, [self.candidate(rnd, task)], examples, prompts,
                                      self.reward, rnd.kind, self.sampling,
                                      self.config.fitness.hybrid_weight)
         return result.fitness, {"accuracy": result.accuracy, "loglik": result.loglik,

@@ -59,7 +59,7 @@ class FakeEvaluator:
         if self._inject(rnd, task):
             return float("nan"), {"tokens": 0, "seconds": self.delay}
         ids = np.asarray(rnd.item_ids[task.start:task.stop])
-        x = np.zeros(rnd.vectors.shape[1]) if rnd.labels[task.row] == BASE else rnd.vectors[task.row]
+        x = np.zeros_like(task.vector) if rnd.labels[task.row] == BASE else task.vector
         per_item = fake_quality(x) * (1.0 - 0.01 * (ids % 3))
         return float(per_item.mean()), {"tokens": int(ids.size), "seconds": self.delay}
 

@@ -62,12 +62,12 @@ class Master:
         """Score every row of ``vectors`` (n, d) on ``item_ids``; with ``split_rows`` the items are
         cut into chunks of EVAL_CHUNK items (evaluations of a few vectors on many items)."""
         self._round_id += 1
-        rnd = Round(self._round_id, generation, vectors, labels, split, item_ids, kind)
+        rnd = Round(self._round_id, generation, labels, split, item_ids, kind)
         self.transport.broadcast(rnd)
         # Fixed-size chunks, not one per worker: the sums (and so the metrics) do not depend on
         # the number of ranks, which keeps a resumed run with other ranks bit-identical.
         parts = -(-len(item_ids) // EVAL_CHUNK) if split_rows else 1
-        tasks = RoundTasks.build(rnd.round_id, generation, len(labels), split_items(len(item_ids), parts))
+        tasks = RoundTasks.build(rnd.round_id, generation, vectors, split_items(len(item_ids), parts))
         while not tasks.done():
             self._dispatch(tasks)
             msg = self.transport.poll(timeout=0.05)

@@ -1,9 +1,11 @@
 """The messages between master and workers: small typed records carrying the round they belong to.
 
 A *round* is one batch of evaluations the master hands out: the candidates of a generation on the
-generation's mini-batch, or a few vectors on validation / test items. The master sends the round
-once to every worker, then hands out tasks (a row and a slice of the round's items) one at a time;
-a worker that sends a result is idle and gets the next task.
+generation's mini-batch, or a few vectors on validation / test items. The master sends the round's
+small description once to every worker, then hands out tasks one at a time, each carrying its own
+row's vector and a slice of the round's items; a worker that sends a result is idle and gets the
+next task. Sending each vector only to the worker that scores it keeps the bytes per generation at
+popsize x d, whatever the number of ranks (a broadcast of the whole matrix grows with the ranks).
 """
 
 from __future__ import annotations
@@ -34,16 +36,14 @@ class Hello:
 
 @dataclass
 class Round:
-    """master -> workers: the vectors of one round, sent once per worker.
+    """master -> workers: what one round scores, sent once per worker (the vectors go with the tasks).
 
-    ``vectors`` (n, d) float64 in search coordinates; ``labels[i] == BASE`` means the base model
-    (row ignored). ``kind``: a fitness kind (accuracy / loglik / hybrid), scored on ``split`` items
-    ``item_ids``.
+    ``labels[i] == BASE`` means row i is the base model (its vector is ignored). ``kind``: a
+    fitness kind (accuracy / loglik / hybrid), scored on ``split`` items ``item_ids``.
     """
 
     round_id: int
     generation: int
-    vectors: np.ndarray  # (n, d)
     labels: list[str]
     split: str
     item_ids: np.ndarray  # (b,)
@@ -52,13 +52,17 @@ class Round:
 
 @dataclass
 class Task:
-    """master -> worker: score row ``row`` of round ``round_id`` on items [start, stop)."""
+    """master -> worker: score row ``row`` of round ``round_id`` on items [start, stop).
+
+    ``vector`` (d,) float64 in search coordinates is that row's candidate.
+    """
 
     round_id: int
     generation: int
     row: int
     start: int
     stop: int
+    vector: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 @dataclass

@@ -31,8 +31,10 @@ class RoundTasks:
     duplicate: int = 0
 
     @classmethod
-    def build(cls, round_id: int, generation: int, rows: int, chunks: list[tuple[int, int]]):
-        tasks = deque(Task(round_id, generation, r, a, b) for r in range(rows) for a, b in chunks)
+    def build(cls, round_id: int, generation: int, vectors, chunks: list[tuple[int, int]]):
+        """Every row of ``vectors`` (n, d) on every chunk, row by row."""
+        tasks = deque(Task(round_id, generation, r, a, b, vectors[r])
+                      for r in range(len(vectors)) for a, b in chunks)
         return cls(tasks)
 
     @property
