@@ -15,8 +15,8 @@ Usage::
 
 Strategies (``make_strategy`` names): ``cmaes`` (pycma, full covariance), ``sep-cmaes``
 (pycma, diagonal), ``cmaes-numpy`` and ``sep-cmaes-numpy`` (own numpy CMA-ES, built for large
-d), ``openai-es`` (antithetic ES with centered ranks, Adam or SGA), ``auto`` (full up to
-``AUTO_FULL_MAX_DIM``, diagonal above). Conventions: fitness is maximized and failed
+d), ``openai-es`` (antithetic ES with centered ranks, Adam or SGA), ``auto`` (pycma up to
+``AUTO_PYCMA_MAX_DIM``, own full CMA-ES up to ``AUTO_FULL_MAX_DIM``, diagonal above). Conventions: fitness is maximized and failed
 candidates are ranked last (``population.fitness``); the same seed gives the same candidates
 regardless of numpy's global random state; checkpoints resume bit-exactly
 (``population.checkpoint``; they contain a pickle: load trusted files only).
@@ -24,8 +24,10 @@ See docs/population.md.
 """
 
 from population.base import Strategy
-from population.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from population.factory import AUTO_FULL_MAX_DIM, STRATEGY_NAMES, make_strategy, resolve_name
+from population.checkpoint import (CheckpointError, Snapshot, load_checkpoint, save_checkpoint,
+                                   snapshot, write_snapshot)
+from population.factory import (AUTO_FULL_MAX_DIM, AUTO_PYCMA_MAX_DIM, STRATEGY_NAMES,
+                                make_strategy, resolve_name)
 from population.fitness import centered_ranks, sanitize_fitness, to_cost
 from population.numpy_cmaes import NumpyCMAES
 from population.numpy_sep_cmaes import NumpySepCMAES
@@ -33,7 +35,8 @@ from population.openai_es import OpenAIES
 from population.pycma_cmaes import PycmaCMAES
 
 __all__ = [
-    "AUTO_FULL_MAX_DIM", "CheckpointError", "NumpyCMAES", "NumpySepCMAES", "OpenAIES",
-    "PycmaCMAES", "STRATEGY_NAMES", "Strategy", "centered_ranks", "load_checkpoint",
-    "make_strategy", "resolve_name", "sanitize_fitness", "save_checkpoint", "to_cost",
+    "AUTO_FULL_MAX_DIM", "AUTO_PYCMA_MAX_DIM", "CheckpointError", "NumpyCMAES", "NumpySepCMAES", "OpenAIES",
+    "PycmaCMAES", "STRATEGY_NAMES", "Snapshot", "Strategy", "centered_ranks", "load_checkpoint",
+    "make_strategy", "resolve_name", "sanitize_fitness", "save_checkpoint", "snapshot",
+    "to_cost", "write_snapshot",
 ]

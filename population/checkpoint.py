@@ -4,10 +4,19 @@ File layout (all integers little-endian)::
 
     offset  size  field
     0       8     magic  b"ESSAPOP\\0"
-    8       4     format version (uint32), currently 1
-    12      8     payload length in bytes (uint64)
-    20      32    SHA-256 of the payload
-    52      n     payload: pickle (protocol 5) of {"strategy": <Strategy>, "versions": {...}}
+    8       4     format version (uint32), currently 2
+    12      8     body length in bytes (uint64)
+    20      32    SHA-256 of the body
+    52      n     body: uint32 buffer count k, uint64 payload length, the payload (a pickle,
+                  protocol 5, of {"strategy": <Strategy>, "versions": {...}}), then k times:
+                  uint64 length, zero padding to a file offset that is a multiple of 64,
+                  the buffer's bytes
+
+The buffers are the strategy's large arrays, pickled out of band so that taking a snapshot
+copies nothing when the strategy promises to replace its arrays rather than change them
+(``arrays_replaced_not_mutated``); other strategies' arrays are copied at snapshot time. This is
+what lets a run write generation g's checkpoint in the background while generation g + 1 runs.
+Version 1 files (no buffers, payload right after the header) are still read.
 
 The whole strategy object is pickled, including its private random generators and, for the
 pycma-backed strategies, the ``cma.CMAEvolutionStrategy`` instance: loading it in a fresh
@@ -28,14 +37,18 @@ import os
 import pickle
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import cma
 
 MAGIC = b"ESSAPOP\x00"
-FORMAT_VERSION = 1
-_HEADER = struct.Struct("<8sIQ32s")  # magic, version, payload length, sha256
+FORMAT_VERSION = 2
+_HEADER = struct.Struct("<8sIQ32s")  # magic, version, body length, sha256 of the body
+_BODY_HEAD = struct.Struct("<IQ")  # buffer count, payload length
+_LENGTH = struct.Struct("<Q")
+_ALIGN = 64  # buffers start at file offsets divisible by 64, so loaded arrays are aligned
 
 
 class CheckpointError(ValueError):
@@ -73,18 +86,55 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise CheckpointError(f"checkpoint refers to {module}.{name}, which is not allowed")
 
 
-def save_checkpoint(strategy, path) -> None:
-    """Write ``strategy`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
+@dataclass
+class Snapshot:
+    """A strategy's state frozen at one moment, ready to be written by ``write_snapshot``
+    (possibly in another thread, while the strategy goes on)."""
+
+    payload: bytes
+    buffers: list  # bytes-like, one per out-of-band array
+
+
+def snapshot(strategy) -> Snapshot:
+    """Freeze ``strategy`` now: pickle it, keeping its large arrays out of band (copied unless
+    the strategy replaces arrays instead of changing them)."""
+    buffers: list[pickle.PickleBuffer] = []
     payload = pickle.dumps({"strategy": strategy,
                             "versions": {"numpy": np.__version__, "cma": cma.__version__}},
-                           protocol=5)
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest())
+                           protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    if not getattr(strategy, "arrays_replaced_not_mutated", False):
+        views = [bytes(v) for v in views]
+    return Snapshot(payload, views)
+
+
+def _body_parts(snap: Snapshot):
+    """The body's pieces in file order."""
+    yield _BODY_HEAD.pack(len(snap.buffers), len(snap.payload))
+    yield snap.payload
+    offset = _HEADER.size + _BODY_HEAD.size + len(snap.payload)  # file offset
+    for buf in snap.buffers:
+        offset += _LENGTH.size
+        pad = -offset % _ALIGN
+        yield _LENGTH.pack(len(buf)) + b"\0" * pad
+        yield buf
+        offset += pad + len(buf)
+
+
+def write_snapshot(snap: Snapshot, path) -> None:
+    """Write a snapshot to ``path`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    digest, length = hashlib.sha256(), 0
+    for part in _body_parts(snap):
+        digest.update(part)
+        length += len(part)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, length, digest.digest())
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(header)
-            f.write(payload)
+            for part in _body_parts(snap):
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -95,23 +145,45 @@ def save_checkpoint(strategy, path) -> None:
     _fsync_directory(path.parent)
 
 
+def save_checkpoint(strategy, path) -> None:
+    """Write ``strategy`` to ``path`` atomically (temporary file, fsync, rename)."""
+    write_snapshot(snapshot(strategy), path)
+
+
 def load_checkpoint(path):
     """Read a strategy saved by ``save_checkpoint``; raise ``CheckpointError`` if the file is
     foreign, of another format version, truncated or corrupt. Trusted files only."""
-    data = Path(path).read_bytes()
+    path = Path(path)
+    data = bytearray(path.stat().st_size)  # writable: arrays loaded from it can be changed
+    with open(path, "rb") as f:
+        f.readinto(data)
     if len(data) < _HEADER.size or data[:len(MAGIC)] != MAGIC:
         raise CheckpointError(f"{path}: not a population checkpoint (bad magic)")
     magic, version, length, digest = _HEADER.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if version not in (1, FORMAT_VERSION):
         raise CheckpointError(f"{path}: checkpoint format {version}, this code reads "
-                              f"{FORMAT_VERSION}")
-    payload = data[_HEADER.size:]
-    if len(payload) != length:
-        raise CheckpointError(f"{path}: truncated or padded checkpoint ({len(payload)} payload "
+                              f"1 and {FORMAT_VERSION}")
+    body = memoryview(data)[_HEADER.size:]
+    if len(body) != length:
+        raise CheckpointError(f"{path}: truncated or padded checkpoint ({len(body)} body "
                               f"bytes, header says {length})")
-    if hashlib.sha256(payload).digest() != digest:
+    if hashlib.sha256(body).digest() != digest:
         raise CheckpointError(f"{path}: checksum mismatch (corrupt checkpoint)")
-    return _RestrictedUnpickler(io.BytesIO(payload)).load()["strategy"]
+    if version == 1:
+        return _RestrictedUnpickler(io.BytesIO(body)).load()["strategy"]
+    whole = memoryview(data)
+    count, payload_length = _BODY_HEAD.unpack_from(whole, _HEADER.size)
+    offset = _HEADER.size + _BODY_HEAD.size  # file offsets from here on
+    payload = whole[offset:offset + payload_length]
+    offset += payload_length
+    buffers = []
+    for _ in range(count):
+        (size,) = _LENGTH.unpack_from(whole, offset)
+        offset += _LENGTH.size
+        offset += -offset % _ALIGN
+        buffers.append(whole[offset:offset + size])
+        offset += size
+    return _RestrictedUnpickler(io.BytesIO(payload), buffers=buffers).load()["strategy"]
 
 
 def _fsync_directory(directory: Path) -> None:

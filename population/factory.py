@@ -10,6 +10,14 @@ from population.numpy_sep_cmaes import NumpySepCMAES
 from population.openai_es import OpenAIES
 from population.pycma_cmaes import PycmaCMAES
 
+AUTO_PYCMA_MAX_DIM = 2048
+"""``"auto"`` uses pycma's full CMA-ES up to this dimension and the own numpy one above it.
+
+pycma refreshes its eigendecomposition every few generations, which grows as d^3 and stalls the
+master: 196 s at d = 7,168 on the test machine, against 13.5 s for the numpy variant's Cholesky,
+which also updates C in a background thread (benchmarks/RESULTS.md).
+"""
+
 AUTO_FULL_MAX_DIM = 8192
 """``"auto"`` uses full-covariance CMA-ES up to this dimension and sep-CMA-ES above it.
 
@@ -26,7 +34,9 @@ def resolve_name(name: str, dim: int) -> str:
     if name not in STRATEGY_NAMES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGY_NAMES}")
     if name == "auto":
-        return "cmaes" if dim <= AUTO_FULL_MAX_DIM else "sep-cmaes-numpy"
+        if dim <= AUTO_PYCMA_MAX_DIM:
+            return "cmaes"
+        return "cmaes-numpy" if dim <= AUTO_FULL_MAX_DIM else "sep-cmaes-numpy"
     return name
 
 
@@ -37,7 +47,8 @@ def make_strategy(name: str, x0, sigma0: float, popsize: int, seed: int, bounds=
     ``name``: ``"cmaes"`` (pycma, full covariance: the paper's method), ``"sep-cmaes"`` (pycma,
     diagonal), ``"cmaes-numpy"`` / ``"sep-cmaes-numpy"`` (own numpy implementations, faster at
     large d), ``"openai-es"`` (antithetic ES, centered ranks, Adam or SGA), or ``"auto"``
-    (``"cmaes"`` up to ``AUTO_FULL_MAX_DIM``, ``"sep-cmaes-numpy"`` above).
+    (``"cmaes"`` up to ``AUTO_PYCMA_MAX_DIM``, ``"cmaes-numpy"`` up to ``AUTO_FULL_MAX_DIM``,
+    ``"sep-cmaes-numpy"`` above).
     ``bounds``: ``None`` or ``(lower, upper)``, each a scalar, a per-coordinate sequence or
     ``None``. ``options``: passed to the strategy's constructor (``max_generations`` and
     ``target_fitness`` for all; pycma options for the pycma ones; see each class).

@@ -13,12 +13,23 @@ C is factored for sampling, because the eigendecomposition is what dominates at 
   unchanged; A changes smoothly with C, as in Cholesky-CMA-ES (Krause et al., 2016).
 * Sampling multiplies in float32 (half the time; the sampling precision is irrelevant), the
   covariance itself is kept and updated in float64.
+* The covariance update (O(popsize d^2), about 1 s at d = 7,168) runs in a background thread
+  after ``tell`` returns: sampling needs only the factor, so the next ``ask`` does not wait for
+  it; only the next factor refresh (and ``stop``) does. In a distributed run this overlaps the
+  update with the workers' evaluations. The arithmetic and its order are those of the
+  synchronous update (``background_update=False``), so results are bit-identical; a pickle
+  taken meanwhile holds the old C plus the pending update's inputs and replays them on load.
+  Published arrays are replaced, never changed in place (``arrays_replaced_not_mutated``), so
+  a checkpoint can be written from them without copying while the search goes on.
 
 Bounds: candidates are clipped into the box, the update uses the unclipped samples, and the
 mean is clipped into the box after each update.
 """
 
 from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -31,10 +42,12 @@ class NumpyCMAES(Strategy):
     """Full-covariance CMA-ES in numpy (own implementation, tested to converge like pycma)."""
 
     name = "cmaes-numpy"
+    arrays_replaced_not_mutated = True  # see the module docstring; checked by a test
 
     def __init__(self, x0, sigma0: float, popsize: int, seed: int, bounds=None,
                  max_generations: int | None = None, target_fitness: float | None = None,
-                 tolx: float = 1e-11, lazy_gap_factor: float = 1.0):
+                 tolx: float = 1e-11, lazy_gap_factor: float = 1.0,
+                 background_update: bool = True):
         super().__init__(x0, popsize, seed, bounds, max_generations, target_fitness)
         if sigma0 <= 0:
             raise ValueError("sigma0 must be positive")
@@ -54,6 +67,13 @@ class NumpyCMAES(Strategy):
         self._last_z: np.ndarray | None = None  # (lam, d) float32 normals of the last ask
         self._last_y: np.ndarray | None = None  # (lam, d) float32 steps A z of the last ask
         self._last_x: np.ndarray | None = None  # (lam, d) candidates of the last ask
+        self.background_update = bool(background_update)
+        # Covariance updates told but not yet applied to self.cov, oldest first: each is
+        # (decay, positive rows, negative rows). Guarded by _lock with self.cov.
+        self._pending_updates: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._job = None  # Future of the last background update
 
     @property
     def mean(self) -> np.ndarray:
@@ -64,10 +84,43 @@ class NumpyCMAES(Strategy):
         return self._sigma
 
     def __getstate__(self):
-        """Pickle without the float32 sampling copy of A (rebuilt from ``factor``)."""
-        state = self.__dict__.copy()
+        """Pickle without waiting for a running update: C and the pending updates are taken
+        together under the lock (either the old C and its update, or the new C and none)."""
+        with self._lock:
+            state = self.__dict__.copy()
+            state["_pending_updates"] = list(self._pending_updates)
         state["_factor32"] = None  # derived from self.factor; rebuilt on demand
+        for key in ("_lock", "_executor", "_job"):
+            state[key] = None
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def wait_for_update(self) -> None:
+        """Block until every told covariance update is applied to ``self.cov``."""
+        if self._job is not None:
+            self._job.result()  # re-raises an error of the background update
+            self._job = None
+        self._apply_pending()  # after a load from a checkpoint taken mid-update
+
+    def _apply_pending(self) -> None:
+        """Apply the pending updates in order, publishing a new C (the old one is not changed)."""
+        with self._lock:
+            updates, cov = list(self._pending_updates), self.cov
+        if not updates:
+            return
+        for decay, pos, neg in updates:
+            # Eq. (47): decay, rank-one and (active) rank-mu update. A^T @ A of one buffer runs
+            # as a symmetric rank-k product (BLAS syrk): half the flops of a general product.
+            cov = cov * decay
+            cov += pos.T @ pos
+            if neg.size:
+                cov -= neg.T @ neg
+        with self._lock:
+            self.cov = cov
+            del self._pending_updates[:len(updates)]
 
     def _ask(self) -> np.ndarray:
         self._refresh_factor_if_due()
@@ -84,6 +137,7 @@ class NumpyCMAES(Strategy):
         """Lazy update of A (tutorial, Sect. B.2): at most every ``lazy_gap`` generations."""
         if self.generation - self.factor_generation < self.lazy_gap:
             return
+        self.wait_for_update()
         self.cov = (self.cov + self.cov.T) / 2  # keep it exactly symmetric
         self.factor = _cholesky(self.cov)
         self.factor_generation = self.generation
@@ -115,19 +169,27 @@ class NumpyCMAES(Strategy):
         self._last_z = self._last_y = self._last_x = None
 
     def _update_cov(self, y_sorted: np.ndarray, z_sq_norms: np.ndarray, h_sigma: float) -> None:
-        """Eq. (47): decay, rank-one and (active) rank-mu update, as two symmetric products."""
+        """Queue eq. (47)'s update as square roots of its weighted rows, then apply it: in a
+        background thread (``background_update``) or now."""
         p = self.params
         coef = p.cmu * cp.active_weights(z_sq_norms, p)  # (lam,)
         pos = np.vstack([np.sqrt(p.c1) * self.p_c,
                          np.sqrt(coef[coef > 0])[:, None] * y_sorted[coef > 0]])
         neg = np.sqrt(-coef[coef < 0])[:, None] * y_sorted[coef < 0]
-        self.cov *= cp.cov_decay(h_sigma, p)
-        # A^T @ A of one buffer runs as a symmetric rank-k product (BLAS syrk): half the flops.
-        self.cov += pos.T @ pos
-        if neg.size:
-            self.cov -= neg.T @ neg
+        if self._job is not None and self._job.done():
+            self._job.result()  # an update that failed stops the search here
+        with self._lock:
+            self._pending_updates.append((cp.cov_decay(h_sigma, p), pos, neg))
+        if not self.background_update:
+            self._apply_pending()
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="cma-update")
+        # One thread: the updates run in the order they were told.
+        self._job = self._executor.submit(self._apply_pending)
 
     def _stop(self) -> dict:
+        self.wait_for_update()
         triggered = {}
         diag = np.diag(self.cov)
         if self._sigma * np.sqrt(diag.max()) < self.tolx \

@@ -81,16 +81,68 @@ def test_truncated_foreign_and_corrupt_files_are_refused(tmp_path):
         population.load_checkpoint(tmp_path / "corrupt")
 
 
-def test_payload_referring_to_os_system_is_refused(tmp_path):
-    import hashlib
-    from population.checkpoint import _HEADER, FORMAT_VERSION, MAGIC
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("true",))
 
-    class Exploit:
-        def __reduce__(self):
-            return (os.system, ("true",))
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_payload_referring_to_os_system_is_refused(tmp_path, version):
+    import hashlib
+    from population.checkpoint import _BODY_HEAD, _HEADER, MAGIC
 
     payload = pickle.dumps({"strategy": Exploit()})
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest())
-    (tmp_path / "evil").write_bytes(header + payload)
+    body = payload if version == 1 else _BODY_HEAD.pack(0, len(payload)) + payload
+    header = _HEADER.pack(MAGIC, version, len(body), hashlib.sha256(body).digest())
+    (tmp_path / "evil").write_bytes(header + body)
     with pytest.raises(CheckpointError, match="not allowed"):
         population.load_checkpoint(tmp_path / "evil")
+
+
+def test_format_1_files_are_still_read(tmp_path):
+    import hashlib
+    from population.checkpoint import _HEADER, MAGIC
+    s = make("cmaes-numpy")
+    run(s, 2)
+    payload = pickle.dumps({"strategy": s, "versions": {}}, protocol=5)  # in-band arrays
+    header = _HEADER.pack(MAGIC, 1, len(payload), hashlib.sha256(payload).digest())
+    (tmp_path / "v1").write_bytes(header + payload)
+    back = population.load_checkpoint(tmp_path / "v1")
+    assert np.array_equal(back.ask(), s.ask())
+
+
+def test_loaded_arrays_are_aligned_and_writable(tmp_path):
+    s = make("cmaes")  # pycma changes its arrays in place after a load
+    run(s, 2)
+    population.save_checkpoint(s, tmp_path / "c.ckpt")
+    back = population.load_checkpoint(tmp_path / "c.ckpt")
+    cov = back.es.sm.C
+    assert cov.flags.writeable and cov.flags.aligned
+    run(back, 2)  # in-place updates work on the loaded arrays
+
+
+def test_snapshot_copies_arrays_of_strategies_that_change_them_in_place(tmp_path):
+    from population.checkpoint import snapshot, write_snapshot
+    s = make("cmaes")  # pycma changes some of its arrays in place
+    run(s, 2)
+    snap = snapshot(s)
+    frozen = [bytes(b) for b in snap.buffers]
+    expected = s.ask()  # what the snapshot must reproduce
+    s.tell(expected, [rastrigin_reward(x) for x in expected])
+    run(s, 2)
+    assert [bytes(b) for b in snap.buffers] == frozen
+    write_snapshot(snap, tmp_path / "late.ckpt")
+    assert np.array_equal(population.load_checkpoint(tmp_path / "late.ckpt").ask(), expected)
+
+
+def test_numpy_cmaes_snapshot_written_later_is_the_state_at_snapshot_time(tmp_path):
+    from population.checkpoint import snapshot, write_snapshot
+    s = make("cmaes-numpy")
+    run(s, 3)
+    snap = snapshot(s)  # zero copy: the strategy replaces its arrays instead of changing them
+    expected = s.ask()
+    s.tell(expected, [rastrigin_reward(x) for x in expected])
+    run(s, 30)  # covariance updates, factor refreshes
+    write_snapshot(snap, tmp_path / "late.ckpt")
+    back = population.load_checkpoint(tmp_path / "late.ckpt")
+    assert np.array_equal(back.ask(), expected)

@@ -145,9 +145,45 @@ def test_stop_reports_max_generations_and_target():
     assert "ftarget" in s.stop()
 
 
-def test_auto_switches_to_diagonal_above_threshold():
-    limit = population.AUTO_FULL_MAX_DIM
-    assert population.resolve_name("auto", limit) == "cmaes"
+def test_auto_switches_to_numpy_then_diagonal_above_thresholds():
+    small, limit = population.AUTO_PYCMA_MAX_DIM, population.AUTO_FULL_MAX_DIM
+    assert population.resolve_name("auto", small) == "cmaes"
+    assert population.resolve_name("auto", small + 1) == "cmaes-numpy"
+    assert population.resolve_name("auto", limit) == "cmaes-numpy"
     assert population.resolve_name("auto", limit + 1) == "sep-cmaes-numpy"
     with pytest.raises(ValueError):
         population.resolve_name("nelder-mead", 3)
+
+
+def test_background_covariance_update_is_bit_identical_to_synchronous():
+    def states(background):
+        s = population.NumpyCMAES(np.linspace(-1, 1, 40), 0.5, 12, seed=3,
+                                  background_update=background)
+        out = []
+        for _ in range(25):  # several factor refreshes (lazy gap about 1 generation at d = 40)
+            X = s.ask()
+            s.tell(X, [-float(np.sum(x**2 - np.cos(3 * x))) for x in X])
+            out.append(X)
+        s.wait_for_update()
+        return np.concatenate(out), s.cov, s.mean
+
+    (x_bg, c_bg, m_bg), (x_sync, c_sync, m_sync) = states(True), states(False)
+    assert np.array_equal(x_bg, x_sync) and np.array_equal(c_bg, c_sync)
+    assert np.array_equal(m_bg, m_sync)
+
+
+def test_pickle_taken_before_the_update_replays_it(tmp_path):
+    import pickle
+    s = population.NumpyCMAES(np.zeros(30), 0.5, 10, seed=1, background_update=False)
+    X = s.ask()
+    f = [-float(np.sum(x**2)) for x in X]
+    cov_before = s.cov.copy()
+    s.background_update = True
+    s.tell(X, f)
+    blob = pickle.dumps(s)  # possibly while the background update runs
+    s.wait_for_update()
+    back = pickle.loads(blob)
+    assert np.array_equal(back.cov, cov_before) or not back._pending_updates
+    back.wait_for_update()
+    assert not back._pending_updates and np.array_equal(back.cov, s.cov)
+    assert not np.array_equal(s.cov, cov_before)

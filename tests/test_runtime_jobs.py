@@ -38,8 +38,10 @@ def _wait_for_generation(state_path, generation, proc, timeout=60):
     raise AssertionError("no checkpoint in time")
 
 
-def test_sigkill_then_resume_with_other_rank_count_equals_uninterrupted(tmp_path, adapter):
-    gens = ["--set", "search.generations=6"]
+@pytest.mark.parametrize("strategy", ["cmaes", "cmaes-numpy"])
+def test_sigkill_then_resume_with_other_rank_count_equals_uninterrupted(tmp_path, adapter, strategy):
+    # cmaes-numpy updates its covariance in a background thread and is checkpointed mid-update
+    gens = ["--set", "search.generations=6", "--set", f"search.strategy={strategy}"]
     code, _, err = _run(1, fake_args(tmp_path, adapter, *gens, name="full"))  # mpirun -n 1
     assert code == 0, err[-3000:]
     proc = launch(train_cmd(None, fake_args(tmp_path, adapter, *gens, "--set",
@@ -148,3 +150,29 @@ def test_a_run_that_never_checkpointed_is_started_over(tmp_path, adapter):
     records = read_metrics(run_dir / "metrics.jsonl")
     assert not any(r.get("stale") for r in records)
     assert [r["generation"] for r in records if r["phase"] == "validation"] == [-1, 1, 3]
+
+
+def test_checkpoint_writer_commits_in_the_background_and_reports_a_failed_write(tmp_path):
+    import numpy as np
+    import population
+    from essa.runtime.state import CheckpointWriter, load_run_state
+    s = population.make_strategy("cmaes-numpy", np.zeros(20), 0.3, 8, seed=0)
+    writer = CheckpointWriter(tmp_path)
+    for g in range(3):
+        X = s.ask()
+        s.tell(X, -np.sum(X**2, axis=1))
+        writer.save(s, {"generation": g + 1, "tokens": g})
+    expected = s.ask()
+    writer.wait()
+    back, state = load_run_state(tmp_path)
+    assert state["generation"] == 3 and state["strategy_file"] == "strategy-3.ckpt"
+    assert np.array_equal(back.ask(), expected)
+    assert sorted(p.name for p in (tmp_path / "checkpoint").glob("*.ckpt")) == \
+        ["strategy-2.ckpt", "strategy-3.ckpt"]
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    broken = CheckpointWriter(blocked)
+    broken.save(s, {"generation": 4})
+    with pytest.raises(OSError):
+        broken.wait()
+    broken.wait()  # the error is reported once

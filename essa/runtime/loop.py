@@ -17,7 +17,7 @@ from essa.runtime import EXIT_FAILURE, EXIT_OK, EXIT_REQUEUE
 from essa.runtime.master import Interrupted, Master, WorkerFailure
 from essa.runtime.messages import BASE, Setup
 from essa.runtime.start import initial_point, new_strategy, singular_values, starting_adapter
-from essa.runtime.state import load_run_state, save_run_state, trim_metrics
+from essa.runtime.state import CheckpointWriter, load_run_state, trim_metrics
 
 log = logging.getLogger("essa")
 TIMING_KEYS = ("time", "gen_seconds", "evals_per_s", "wall_time")  # differ between identical runs
@@ -51,6 +51,7 @@ class Run:
                           "best_generation": None, "space_sha256": self.space.checksum,
                           "source_adapter": str(adapter)}
         self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
+        self.checkpoints = CheckpointWriter(run_dir)
         self.sampler = BatchSampler(len(self.task.split(config.task.train_split)),
                                     config.fitness.prompts_per_candidate, config.seed)
         self.master = Master(transport, self.space.checksum, config.runtime.task_timeout_s,
@@ -110,8 +111,9 @@ class Run:
                  "start" if g < 0 else "mean", 100 * out.fitness[0], n)
 
     def checkpoint(self, g: int) -> None:
+        """Freeze the run after generation g; the files are written while g + 1 runs."""
         self.state["generation"] = g + 1
-        save_run_state(self.run_dir, self.strategy, self.state)
+        self.checkpoints.save(self.strategy, self.state)
 
     # ---- the whole run ----------------------------------------------------------------------
 
@@ -133,16 +135,19 @@ class Run:
                     raise Interrupted(f"after generation {g}")
             self.finish()
         except Interrupted as why:
+            self.checkpoints.wait()
             log.warning("%s received: stopping %s; checkpoint at generation %d in %s; exit %d "
                         "(resume with --resume %s)", self.stop_flag.signal_name or "stop", why,
                         self.state["generation"], self.run_dir / "checkpoint", EXIT_REQUEUE, self.run_dir)
             self.master.stop("interrupted")
             return EXIT_REQUEUE
         except WorkerFailure as why:
+            self.checkpoints.wait()  # the last good generation is on disk before the job ends
             log.error("stopping the job: %s", why)
             self.master.stop("failure")
             return EXIT_FAILURE
         finally:
+            self.checkpoints.wait()
             for sink in self.sinks:
                 sink.close()
         self.master.stop("done")

@@ -5,11 +5,16 @@
 
 state.json is written last and atomically: it is the commit point. A kill between the two writes
 leaves the previous state.json naming the previous (kept) strategy file.
+
+A run saves through :class:`CheckpointWriter`: the strategy is frozen at once (a snapshot, see
+population.checkpoint), and the slow part (checksum, writing hundreds of MB at d = 7,168, fsync,
+the commit) runs in a thread while the next generation is scored.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import population
@@ -32,15 +37,51 @@ def check_new_run(run_dir: Path) -> None:
                               f"--resume {run_dir}, or start a new one with --set name=OTHER")
 
 
-def save_run_state(run_dir: Path, strategy, state: dict) -> None:
-    """Save the strategy after ``state['generation']`` completed generations, then commit."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
+def _commit(run_dir: Path, snap, state_json: str) -> None:
+    """Write the strategy file, then state.json naming it (the commit), then drop old files."""
+    state = json.loads(state_json)
+    folder = run_dir / CHECKPOINT_DIR
     folder.mkdir(exist_ok=True)
     name = f"strategy-{state['generation']}.ckpt"
-    population.save_checkpoint(strategy, folder / name)
+    population.write_snapshot(snap, folder / name)
     atomic_write_text(folder / STATE_FILE, json.dumps({**state, "strategy_file": name}, indent=1))
     for old in sorted(folder.glob("strategy-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))[:-KEEP]:
         old.unlink()
+
+
+class CheckpointWriter:
+    """Saves run states one after another, each written in a background thread.
+
+    ``save`` waits for the previous write, freezes the strategy and the state now, and returns;
+    ``wait`` blocks until the last write is committed and re-raises its error, if any. The thread
+    is not a daemon: a process that exits normally still finishes the write it started.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, strategy, state: dict) -> None:
+        self.wait()
+        snap, state_json = population.snapshot(strategy), json.dumps(state)
+        self._thread = threading.Thread(target=self._write, args=(snap, state_json),
+                                        name="essa-checkpoint")
+        self._thread.start()
+
+    def _write(self, snap, state_json: str) -> None:
+        try:
+            _commit(self.run_dir, snap, state_json)
+        except BaseException as exc:  # noqa: BLE001 - handed to the next wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def load_run_state(run_dir: Path) -> tuple[object, dict]:
