@@ -116,3 +116,26 @@ def test_console_line_prints_zero_fitness_as_zero_not_nan():
     from essa.runtime.loop import _or_nan
     assert _or_nan(0.0) == 0.0 and _or_nan(0.25) == 0.25
     assert math.isnan(_or_nan(None))
+
+
+def test_a_second_task_is_queued_only_while_more_tasks_wait_than_workers():
+    from essa.runtime.messages import Result
+    sent = []
+
+    class Recorder:
+        workers = [1, 2]
+
+        def send(self, rank, msg):
+            sent.append((rank, msg.row))
+
+    master = Master(Recorder(), "abc", task_timeout_s=30)
+    master.ready = [1, 2]
+    tasks = RoundTasks.build(1, 0, np.zeros((6, 2)), [(0, 1)])
+    master._dispatch(tasks)
+    assert sent == [(1, 0), (2, 1), (1, 2), (2, 3)]  # each worker: one running, one queued
+    assert tasks.accept(Result(1, 0, 0, 0, 1, 1, 0.5), round_id=1)
+    master._dispatch(tasks)
+    assert len(sent) == 4  # two tasks left for two workers: none is queued behind a running one
+    assert tasks.accept(Result(1, 0, 2, 0, 1, 1, 0.5), round_id=1)
+    master._dispatch(tasks)
+    assert sent[4:] == [(1, 4)] and tasks.held(1) == 1 and tasks.held(2) == 2

@@ -50,7 +50,6 @@ class Master:
         self.task_timeout_s = task_timeout_s
         self.should_abandon = should_abandon
         self.ready: list[int] = []
-        self.idle: list[int] = []
         self._round_id = 0
         self._started = time.time()
 
@@ -79,11 +78,19 @@ class Master:
         return _combine(tasks, len(labels), len(item_ids))
 
     def _dispatch(self, tasks: RoundTasks) -> None:
-        while self.idle:
-            task = tasks.assign(self.idle[0])
+        """Give every idle worker a task; while more tasks wait than there are workers, also
+        queue a second one behind a running task, so a worker starts its next candidate the
+        moment it sends a result instead of after a round trip (the tail stays dynamic)."""
+        while True:
+            rank = next((r for r in self.ready if tasks.held(r) == 0), None)
+            if rank is None and len(tasks.tasks) > len(self.ready):
+                rank = next((r for r in self.ready if tasks.held(r) == 1), None)
+            if rank is None:
+                return
+            task = tasks.assign(rank)
             if task is None:
                 return
-            self.transport.send(self.idle.pop(0), task)
+            self.transport.send(rank, task)
 
     def _handle(self, msg, tasks: RoundTasks, labels: list[str]) -> None:
         if isinstance(msg, Hello):
@@ -93,14 +100,12 @@ class Master:
             log.info("worker rank %d ready on %s after %.0f s", msg.rank, msg.host,
                      time.time() - self._started)
             self.ready.append(msg.rank)
-            self.idle.append(msg.rank)
         elif isinstance(msg, Failure):
             what = f"candidate {msg.row} ({labels[msg.row]})" if 0 <= msg.row < len(labels) else "no candidate"
             raise WorkerFailure(f"worker rank {msg.rank} failed in generation {msg.generation}, "
                                 f"{what}: {msg.cause}")
         elif isinstance(msg, Result):
             tasks.accept(msg, self._round_id)
-            self.idle.append(msg.rank)
 
     def _check_time(self, tasks: RoundTasks, labels: list[str]) -> None:
         late = tasks.overdue(self.task_timeout_s)

@@ -1,7 +1,8 @@
 """Dynamic scheduling of one round's tasks: a worker that finishes asks for (gets) the next one.
 
 Pure bookkeeping, no transport: the master feeds it events (a worker is idle, a result came in)
-and asks it what to send. Also used by the overhead benchmark to compare with a static split.
+and asks it what to send. A worker may hold a second, queued task (see ``Master._dispatch``):
+``running`` keeps each rank's tasks in order, the first one being evaluated.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class RoundTasks:
     """The tasks of one round, who holds which, and the results so far."""
 
     tasks: deque
-    running: dict = field(default_factory=dict)  # rank -> (Task, start time)
+    running: dict = field(default_factory=dict)  # rank -> deque of [Task, start time], head runs
     results: dict = field(default_factory=dict)  # (row, start) -> Result
     stale: int = 0   # results of another round (a late answer), dropped
     duplicate: int = 0
@@ -39,17 +40,21 @@ class RoundTasks:
 
     @property
     def expected(self) -> int:
-        return len(self.tasks) + len(self.running) + len(self.results)
+        return len(self.tasks) + sum(map(len, self.running.values())) + len(self.results)
 
     def done(self) -> bool:
         return not self.tasks and not self.running
 
+    def held(self, rank: int) -> int:
+        """Tasks sent to ``rank`` and not answered yet."""
+        return len(self.running.get(rank, ()))
+
     def assign(self, rank: int) -> Task | None:
-        """The next task for an idle ``rank`` (None when none is left)."""
+        """The next task for ``rank`` (None when none is left)."""
         if not self.tasks:
             return None
         task = self.tasks.popleft()
-        self.running[rank] = (task, time.time())
+        self.running.setdefault(rank, deque()).append([task, time.time()])
         return task
 
     def accept(self, result: Result, round_id: int) -> bool:
@@ -57,7 +62,15 @@ class RoundTasks:
         if result.round_id != round_id:
             self.stale += 1
             return False
-        self.running.pop(result.rank, None)
+        held = self.running.get(result.rank, deque())
+        for entry in held:
+            if (entry[0].row, entry[0].start) == (result.row, result.start):
+                held.remove(entry)
+                break
+        if held:
+            held[0][1] = time.time()  # the queued task starts running now
+        else:
+            self.running.pop(result.rank, None)
         key = (result.row, result.start)
         if key in self.results:
             self.duplicate += 1
@@ -68,7 +81,8 @@ class RoundTasks:
     def overdue(self, timeout: float) -> tuple[int, Task, float] | None:
         """A (rank, task, seconds) that has run longer than ``timeout``, if any."""
         now = time.time()
-        for rank, (task, t0) in self.running.items():
+        for rank, held in self.running.items():
+            task, t0 = held[0]
             if now - t0 > timeout:
                 return rank, task, now - t0
         return None
