@@ -7,18 +7,21 @@ C is factored for sampling, because the eigendecomposition is what dominates at 
 
 * C = A A^T is factored by Cholesky (several times cheaper than ``eigh``) and, as in the
   tutorial's lazy update, only every ``1 / ((c1 + cmu) * d * 10)`` generations; between
-  refreshes candidates are sampled from the last factor.
+  refreshes candidates are sampled from the last factor. A refresh for generation n factors C
+  as it was after tell n - 2 (one generation staler than the tutorial's), so that it and the
+  samples of generation n can be computed while generation n - 1 is being evaluated.
 * The step-size path whitens the mean step with A^{-1} instead of the symmetric C^{-1/2}. Both
   map the selected steps onto N(0, I) under random selection, so the path length test is
   unchanged; A changes smoothly with C, as in Cholesky-CMA-ES (Krause et al., 2016).
 * Sampling multiplies in float32 (half the time; the sampling precision is irrelevant), the
   covariance itself is kept and updated in float64.
-* The covariance update (O(popsize d^2), about 1 s at d = 7,168) runs in a background thread
-  after ``tell`` returns: sampling needs only the factor, so the next ``ask`` does not wait for
-  it; only the next factor refresh (and ``stop``) does. In a distributed run this overlaps the
-  update with the workers' evaluations. The arithmetic and its order are those of the
-  synchronous update (``background_update=False``), so results are bit-identical; a pickle
-  taken meanwhile holds the old C plus the pending update's inputs and replays them on load.
+* Background work (``background_update``, on by default): the covariance update (O(popsize
+  d^2), about 1 s at d = 7,168) runs in a thread after ``tell`` returns, and each ``ask``
+  leaves the next generation's samples (and factor refresh) to the same thread, so in a
+  distributed run the master's heavy algebra overlaps the workers' evaluations and ask/tell
+  return at once. Inline (``background_update=False``) the same arithmetic runs in the same
+  order: the results are bit-identical. A pickle taken meanwhile holds one consistent state
+  (e.g. the old C plus the pending update's inputs) and continues identically after a load.
   Published arrays are replaced, never changed in place (``arrays_replaced_not_mutated``), so
   a checkpoint can be written from them without copying while the search goes on.
 
@@ -63,17 +66,20 @@ class NumpyCMAES(Strategy):
         self.p_c = np.zeros(self.dim)
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
         self.tolx = float(tolx)
-        self._factor32: np.ndarray | None = None  # float32 copy of A for sampling
+        self._factor32: tuple | None = None  # (factor_generation, float32 copy of A) for sampling
+        self._next: tuple | None = None  # (generation, z, y, A) samples prepared for an ask
+        self._last_factor: np.ndarray | None = None  # the A of the last ask
         self._last_z: np.ndarray | None = None  # (lam, d) float32 normals of the last ask
         self._last_y: np.ndarray | None = None  # (lam, d) float32 steps A z of the last ask
         self._last_x: np.ndarray | None = None  # (lam, d) candidates of the last ask
         self.background_update = bool(background_update)
         # Covariance updates told but not yet applied to self.cov, oldest first: each is
-        # (decay, positive rows, negative rows). Guarded by _lock with self.cov.
+        # (generation, decay, positive rows, negative rows). Guarded by _lock with self.cov.
         self._pending_updates: list[tuple[float, np.ndarray, np.ndarray]] = []
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._job = None  # Future of the last background update
+        self._job = None  # Future of the last background work
+        self._sample_job = None  # Future of the next generation's samples
 
     @property
     def mean(self) -> np.ndarray:
@@ -84,14 +90,14 @@ class NumpyCMAES(Strategy):
         return self._sigma
 
     def __getstate__(self):
-        """Pickle without waiting for a running update: C and the pending updates are taken
-        together under the lock (either the old C and its update, or the new C and none)."""
+        """Pickle without waiting for background work: everything it publishes (C and the
+        pending updates; the factor, the generator and the next samples) changes together
+        under the lock, so a pickle is always one consistent state."""
         with self._lock:
             state = self.__dict__.copy()
             state["_pending_updates"] = list(self._pending_updates)
-        state["_factor32"] = None  # derived from self.factor; rebuilt on demand
-        for key in ("_lock", "_executor", "_job"):
-            state[key] = None
+        for key in ("_lock", "_executor", "_job", "_sample_job", "_factor32"):
+            state[key] = None  # threads, futures, and the float32 copy of A (rebuilt)
         return state
 
     def __setstate__(self, state):
@@ -99,19 +105,30 @@ class NumpyCMAES(Strategy):
         self._lock = threading.Lock()
 
     def wait_for_update(self) -> None:
-        """Block until every told covariance update is applied to ``self.cov``."""
+        """Block until background work is done and every told update is applied to C."""
         if self._job is not None:
-            self._job.result()  # re-raises an error of the background update
-            self._job = None
-        self._apply_pending()  # after a load from a checkpoint taken mid-update
+            self._job.result()  # re-raises an error of the background work
+            self._job = self._sample_job = None
+        self._apply_pending()
 
-    def _apply_pending(self) -> None:
-        """Apply the pending updates in order, publishing a new C (the old one is not changed)."""
+    def _submit(self, fn, *args):
+        if self._job is not None and self._job.done():
+            self._job.result()  # background work that failed stops the search here
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="cma-update")
+        # One thread: the work runs in the order it was submitted.
+        self._job = self._executor.submit(fn, *args)
+        return self._job
+
+    def _apply_pending(self, through: int | None = None) -> None:
+        """Apply the pending updates of generations <= ``through`` (all when None), in order,
+        publishing a new C (the old array is not changed)."""
         with self._lock:
-            updates, cov = list(self._pending_updates), self.cov
+            updates = [u for u in self._pending_updates if through is None or u[0] <= through]
+            cov = self.cov
         if not updates:
             return
-        for decay, pos, neg in updates:
+        for _, decay, pos, neg in updates:
             # Eq. (47): decay, rank-one and (active) rank-mu update. A^T @ A of one buffer runs
             # as a symmetric rank-k product (BLAS syrk): half the flops of a general product.
             cov = cov * decay
@@ -122,26 +139,44 @@ class NumpyCMAES(Strategy):
             self.cov = cov
             del self._pending_updates[:len(updates)]
 
-    def _ask(self) -> np.ndarray:
-        self._refresh_factor_if_due()
-        if self._factor32 is None:
-            self._factor32 = self.factor.astype(np.float32)
-        z = self.rng.standard_normal((self.popsize, self.dim), dtype=np.float32)  # (lam, d)
-        y = z @ self._factor32.T  # (lam, d) ~ N(0, C)
-        x = self._mean + self._sigma * y.astype(np.float64)
-        self._last_z, self._last_y = z, y
-        self._last_x = clip_to_bounds(x, self.bounds)
-        return self._last_x
+    def _prepare_samples(self, n: int) -> None:
+        """The samples of generation ``n``: refresh A if due, then z ~ N(0, I) and y = A z.
 
-    def _refresh_factor_if_due(self) -> None:
-        """Lazy update of A (tutorial, Sect. B.2): at most every ``lazy_gap`` generations."""
-        if self.generation - self.factor_generation < self.lazy_gap:
-            return
-        self.wait_for_update()
-        self.cov = (self.cov + self.cov.T) / 2  # keep it exactly symmetric
-        self.factor = _cholesky(self.cov)
-        self.factor_generation = self.generation
-        self._factor32 = None
+        Lazy update (tutorial, Sect. B.2) with one generation of delay: a refresh for
+        generation n factors C as it was after tell n - 2, so this can run during generation
+        n - 1's evaluations (background) or at ask n (inline); both give the same bits.
+        """
+        with self._lock:
+            if self._next is not None and self._next[0] >= n:
+                return
+        self._apply_pending(through=n - 2)
+        cov, factor, factor_generation = self.cov, self.factor, self.factor_generation
+        if n - factor_generation >= self.lazy_gap:
+            cov = (cov + cov.T) / 2  # keep it exactly symmetric
+            factor, factor_generation = _cholesky(cov), n
+        if self._factor32 is None or self._factor32[0] != factor_generation:
+            self._factor32 = (factor_generation, factor.astype(np.float32))
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = self.rng.bit_generator.state  # published with the samples
+        z = rng.standard_normal((self.popsize, self.dim), dtype=np.float32)  # (lam, d)
+        y = z @ self._factor32[1].T  # (lam, d) ~ N(0, C)
+        with self._lock:
+            self.cov, self.factor, self.factor_generation = cov, factor, factor_generation
+            self.rng, self._next = rng, (n, z, y, factor)
+
+    def _ask(self) -> np.ndarray:
+        n = self.generation
+        if self._sample_job is not None:
+            self._sample_job.result()
+            self._sample_job = None
+        self._prepare_samples(n)  # a no-op when the background already did it
+        _, z, y, factor = self._next
+        x = self._mean + self._sigma * y.astype(np.float64)
+        self._last_z, self._last_y, self._last_factor = z, y, factor
+        self._last_x = clip_to_bounds(x, self.bounds)
+        if self.background_update:  # the next generation's samples, while this one is scored
+            self._sample_job = self._submit(self._prepare_samples, n + 1)
+        return self._last_x
 
     def _samples(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(z, y) with y_i = (x_i - m) / sigma and z_i = A^{-1} y_i, float64 (lam, d) each;
@@ -150,7 +185,7 @@ class NumpyCMAES(Strategy):
             return self._last_z.astype(np.float64), self._last_y.astype(np.float64)
         # Slow path (O(d^3)): the caller told other vectors than it was asked.
         y = (candidates - self._mean) / self._sigma
-        return np.linalg.solve(self.factor, y.T).T, y
+        return np.linalg.solve(self._last_factor, y.T).T, y
 
     def _tell(self, candidates: np.ndarray, fitness: np.ndarray) -> None:
         p = self.params
@@ -166,28 +201,21 @@ class NumpyCMAES(Strategy):
         self._update_cov(y, np.einsum("ij,ij->i", z, z), h_sigma)
         self._sigma = cp.update_sigma(self._sigma, self.p_sigma, p)
         self._mean = clip_to_bounds(self._mean, self.bounds)
-        self._last_z = self._last_y = self._last_x = None
+        self._last_z = self._last_y = self._last_x = self._last_factor = None
 
     def _update_cov(self, y_sorted: np.ndarray, z_sq_norms: np.ndarray, h_sigma: float) -> None:
-        """Queue eq. (47)'s update as square roots of its weighted rows, then apply it: in a
-        background thread (``background_update``) or now."""
+        """Queue eq. (47)'s update as square roots of its weighted rows; a background thread
+        applies it at once (``background_update``), else the next refresh does."""
         p = self.params
         coef = p.cmu * cp.active_weights(z_sq_norms, p)  # (lam,)
         pos = np.vstack([np.sqrt(p.c1) * self.p_c,
                          np.sqrt(coef[coef > 0])[:, None] * y_sorted[coef > 0]])
         neg = np.sqrt(-coef[coef < 0])[:, None] * y_sorted[coef < 0]
-        if self._job is not None and self._job.done():
-            self._job.result()  # an update that failed stops the search here
         with self._lock:
-            self._pending_updates.append((cp.cov_decay(h_sigma, p), pos, neg))
-        if not self.background_update:
-            self._apply_pending()
-            return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="cma-update")
-        # One thread: the updates run in the order they were told.
-        self._job = self._executor.submit(self._apply_pending)
-
+            self._pending_updates.append((self.generation, cp.cov_decay(h_sigma, p), pos, neg))
+        if self.background_update:  # this update only: a later one may be told meanwhile
+            self._submit(self._apply_pending, self.generation)
+        # Otherwise it is applied when needed: by the next factor refresh or by stop().
     def _stop(self) -> dict:
         self.wait_for_update()
         triggered = {}
