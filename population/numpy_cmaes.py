@@ -105,11 +105,20 @@ class NumpyCMAES(Strategy):
         self._lock = threading.Lock()
 
     def wait_for_update(self) -> None:
-        """Block until background work is done and every told update is applied to C."""
+        """Block until the background work submitted so far is done (re-raising its error)."""
         if self._job is not None:
-            self._job.result()  # re-raises an error of the background work
+            self._job.result()
             self._job = self._sample_job = None
-        self._apply_pending()
+
+    def covariance(self) -> np.ndarray:
+        """C with every told update applied (a new array; the search's own schedule of when
+        updates are applied is not changed, so calling this never alters the trajectory)."""
+        self.wait_for_update()
+        with self._lock:
+            cov, updates = self.cov, list(self._pending_updates)
+        for _, decay, pos, neg in updates:
+            cov = cov * decay + pos.T @ pos - (neg.T @ neg if neg.size else 0.0)
+        return cov
 
     def _submit(self, fn, *args):
         if self._job is not None and self._job.done():
@@ -169,6 +178,8 @@ class NumpyCMAES(Strategy):
         if self._sample_job is not None:
             self._sample_job.result()
             self._sample_job = None
+        else:
+            self.wait_for_update()  # never run the algebra inline beside a background job
         self._prepare_samples(n)  # a no-op when the background already did it
         _, z, y, factor = self._next
         x = self._mean + self._sigma * y.astype(np.float64)
@@ -218,8 +229,12 @@ class NumpyCMAES(Strategy):
         # Otherwise it is applied when needed: by the next factor refresh or by stop().
     def _stop(self) -> dict:
         self.wait_for_update()
+        with self._lock:
+            cov, updates = self.cov, list(self._pending_updates)
+        diag = np.diag(cov).copy()  # with the pending updates, computed without applying them
+        for _, decay, pos, neg in updates:
+            diag = diag * decay + np.sum(pos**2, axis=0) - np.sum(neg**2, axis=0)
         triggered = {}
-        diag = np.diag(self.cov)
         if self._sigma * np.sqrt(diag.max()) < self.tolx \
                 and self._sigma * np.abs(self.p_c).max() < self.tolx:
             triggered["tolx"] = self.tolx
