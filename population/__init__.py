@@ -16,8 +16,8 @@ Usage::
 Strategies (``make_strategy`` names): ``cmaes`` (pycma, full covariance), ``sep-cmaes``
 (pycma, diagonal), ``cmaes-numpy`` and ``sep-cmaes-numpy`` (own numpy CMA-ES, built for large
 d), ``openai-es`` (antithetic ES with centered ranks, Adam or SGA), ``auto`` (pycma up to
-``AUTO_PYCMA_MAX_DIM``, own full CMA-ES up to ``AUTO_FULL_MAX_DIM``, diagonal above). Conventions: fitness is maximized and failed
-candidates are ranked last (``population.fitness``); the same seed gives the same candidates
+``AUTO_PYCMA_MAX_DIM``, own full CMA-ES up to ``AUTO_FULL_MAX_DIM``, diagonal above).
+Conventions: fitness is maximized and failed candidates are ranked last (``population.fitness``); the same seed gives the same candidates
 regardless of numpy's global random state; checkpoints resume bit-exactly
 (``population.checkpoint``; they contain a pickle: load trusted files only).
 See docs/population.md.
@@ -35,8 +35,8 @@ from population.openai_es import OpenAIES
 from population.pycma_cmaes import PycmaCMAES
 
 __all__ = [
-    "AUTO_FULL_MAX_DIM", "AUTO_PYCMA_MAX_DIM", "CheckpointError", "NumpyCMAES", "NumpySepCMAES", "OpenAIES",
-    "PycmaCMAES", "STRATEGY_NAMES", "Snapshot", "Strategy", "centered_ranks", "load_checkpoint",
+    "AUTO_FULL_MAX_DIM", "AUTO_PYCMA_MAX_DIM", "CheckpointError", "NumpyCMAES", "NumpySepCMAES",
+    "OpenAIES", "PycmaCMAES", "STRATEGY_NAMES", "Snapshot", "Strategy", "centered_ranks", "load_checkpoint",
     "make_strategy", "resolve_name", "sanitize_fitness", "save_checkpoint", "snapshot",
     "to_cost", "write_snapshot",
 ]

@@ -163,7 +163,8 @@ def load_checkpoint(path):
     if version not in (1, FORMAT_VERSION):
         raise CheckpointError(f"{path}: checkpoint format {version}, this code reads "
                               f"1 and {FORMAT_VERSION}")
-    body = memoryview(data)[_HEADER.size:]
+    whole = memoryview(data)
+    body = whole[_HEADER.size:]
     if len(body) != length:
         raise CheckpointError(f"{path}: truncated or padded checkpoint ({len(body)} body "
                               f"bytes, header says {length})")
@@ -171,7 +172,6 @@ def load_checkpoint(path):
         raise CheckpointError(f"{path}: checksum mismatch (corrupt checkpoint)")
     if version == 1:
         return _RestrictedUnpickler(io.BytesIO(body)).load()["strategy"]
-    whole = memoryview(data)
     count, payload_length = _BODY_HEAD.unpack_from(whole, _HEADER.size)
     offset = _HEADER.size + _BODY_HEAD.size  # file offsets from here on
     payload = whole[offset:offset + payload_length]

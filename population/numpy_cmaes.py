@@ -116,9 +116,7 @@ class NumpyCMAES(Strategy):
         self.wait_for_update()
         with self._lock:
             cov, updates = self.cov, list(self._pending_updates)
-        for _, decay, pos, neg in updates:
-            cov = cov * decay + pos.T @ pos - (neg.T @ neg if neg.size else 0.0)
-        return cov
+        return _with_updates(cov, updates)
 
     def _submit(self, fn, *args):
         if self._job is not None and self._job.done():
@@ -137,13 +135,7 @@ class NumpyCMAES(Strategy):
             cov = self.cov
         if not updates:
             return
-        for _, decay, pos, neg in updates:
-            # Eq. (47): decay, rank-one and (active) rank-mu update. A^T @ A of one buffer runs
-            # as a symmetric rank-k product (BLAS syrk): half the flops of a general product.
-            cov = cov * decay
-            cov += pos.T @ pos
-            if neg.size:
-                cov -= neg.T @ neg
+        cov = _with_updates(cov, updates)
         with self._lock:
             self.cov = cov
             del self._pending_updates[:len(updates)]
@@ -226,7 +218,8 @@ class NumpyCMAES(Strategy):
             self._pending_updates.append((self.generation, cp.cov_decay(h_sigma, p), pos, neg))
         if self.background_update:  # this update only: a later one may be told meanwhile
             self._submit(self._apply_pending, self.generation)
-        # Otherwise it is applied when needed: by the next factor refresh or by stop().
+        # Otherwise the samples of generation + 2 apply it, just before they need C.
+
     def _stop(self) -> dict:
         self.wait_for_update()
         with self._lock:
@@ -243,6 +236,18 @@ class NumpyCMAES(Strategy):
         if (factor_diag.max() / factor_diag.min()) ** 2 > 1e14:
             triggered["conditioncov"] = 1e14
         return triggered
+
+
+def _with_updates(cov: np.ndarray, updates: list) -> np.ndarray:
+    """A new C: ``cov`` with the queued updates applied in order (``cov`` is not changed)."""
+    for _, decay, pos, neg in updates:
+        # Eq. (47): decay, rank-one and (active) rank-mu update. A^T @ A of one buffer runs as a
+        # symmetric rank-k product (BLAS syrk): half the flops of a general product.
+        cov = cov * decay
+        cov += pos.T @ pos
+        if neg.size:
+            cov -= neg.T @ neg
+    return cov
 
 
 def _cholesky(cov: np.ndarray) -> np.ndarray:

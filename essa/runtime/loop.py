@@ -135,19 +135,17 @@ class Run:
                     raise Interrupted(f"after generation {g}")
             self.finish()
         except Interrupted as why:
-            self.checkpoints.wait()
             log.warning("%s received: stopping %s; checkpoint at generation %d in %s; exit %d "
                         "(resume with --resume %s)", self.stop_flag.signal_name or "stop", why,
                         self.state["generation"], self.run_dir / "checkpoint", EXIT_REQUEUE, self.run_dir)
             self.master.stop("interrupted")
             return EXIT_REQUEUE
         except WorkerFailure as why:
-            self.checkpoints.wait()  # the last good generation is on disk before the job ends
             log.error("stopping the job: %s", why)
             self.master.stop("failure")
             return EXIT_FAILURE
         finally:
-            self.checkpoints.wait()
+            self.checkpoints.wait()  # the last checkpoint is committed before any exit
             for sink in self.sinks:
                 sink.close()
         self.master.stop("done")

@@ -62,7 +62,7 @@ class Task:
     row: int
     start: int
     stop: int
-    vector: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    vector: np.ndarray
 
 
 @dataclass

@@ -37,9 +37,8 @@ def check_new_run(run_dir: Path) -> None:
                               f"--resume {run_dir}, or start a new one with --set name=OTHER")
 
 
-def _commit(run_dir: Path, snap, state_json: str) -> None:
+def _commit(run_dir: Path, snap, state: dict) -> None:
     """Write the strategy file, then state.json naming it (the commit), then drop old files."""
-    state = json.loads(state_json)
     folder = run_dir / CHECKPOINT_DIR
     folder.mkdir(exist_ok=True)
     name = f"strategy-{state['generation']}.ckpt"
@@ -64,14 +63,15 @@ class CheckpointWriter:
 
     def save(self, strategy, state: dict) -> None:
         self.wait()
-        snap, state_json = population.snapshot(strategy), json.dumps(state)
-        self._thread = threading.Thread(target=self._write, args=(snap, state_json),
+        frozen = json.loads(json.dumps(state))  # the run's dict changes while this is written
+        snap = population.snapshot(strategy)
+        self._thread = threading.Thread(target=self._write, args=(snap, frozen),
                                         name="essa-checkpoint")
         self._thread.start()
 
-    def _write(self, snap, state_json: str) -> None:
+    def _write(self, snap, state: dict) -> None:
         try:
-            _commit(self.run_dir, snap, state_json)
+            _commit(self.run_dir, snap, state)
         except BaseException as exc:  # noqa: BLE001 - handed to the next wait()
             self._error = exc
 
