@@ -2,16 +2,20 @@
 
     mpirun -n 8 .venv/bin/python benchmarks/mpi_overhead.py --dim 7168 --popsize 128 --generations 3
     mpirun -n 32 .venv/bin/python benchmarks/mpi_overhead.py --dim 7168 --popsize 128 --generations 3
+    mpirun -n 128 .venv/bin/python benchmarks/mpi_overhead.py --master-evaluates ...
 
 Every candidate sleeps a time drawn per (generation, row) from [1 - s, 1 + s] x --mean-s with
-s = --spread (unequal candidates, as with generations of different length). The real strategy
+s = --spread (unequal candidates, as with generations of different length), spread evenly over
+its --items prompts: a task holding a slice of the prompts (the end of a round is cut into
+slices, ``runtime.min_task_items``) sleeps that share. The real strategy
 (--strategy, default auto: the own full CMA-ES at d = 7168) runs on rank 0, and every generation
 is checkpointed into a temporary run directory the way essa-train does it (snapshot now, files
 written in the background). Reported per generation:
 
-- ideal: total sleep / workers, but at least the longest candidate;
-- scheduled: the makespan of the dynamic hand-out itself (each task to the first free worker, in
-  order) computed from the same durations with free messages; static: contiguous equal blocks;
+- ideal: total sleep / engines, but at least the longest candidate (the issue's definition);
+- scheduled: the makespan of the dynamic hand-out itself (the runtime's own RoundTasks, each task
+  to the first free engine) computed from the same durations with free messages; static:
+  contiguous equal blocks of whole candidates;
 - overhead share: (wall - scheduled) / wall, what the master (ask, tell, checkpoint) and the
   messages add to the generation; the measured round against ideal is also printed.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -41,7 +46,8 @@ class SleepEvaluator:
         pass
 
     def score(self, rnd, task):
-        t = durations(rnd.generation, len(rnd.labels), self.mean_s, self.spread)[task.row]
+        whole = durations(rnd.generation, len(rnd.labels), self.mean_s, self.spread)[task.row]
+        t = whole * (task.stop - task.start) / len(rnd.item_ids)
         time.sleep(t)
         return float(-np.sum(task.vector ** 2)), {"tokens": 0, "seconds": float(t)}
 
@@ -54,12 +60,16 @@ def static_makespan(d: np.ndarray, workers: int) -> float:
     return max(block.sum() for block in np.array_split(d, workers))
 
 
-def scheduled_makespan(d: np.ndarray, workers: int) -> float:
-    """The dynamic hand-out with free messages: task i goes to the first worker to be free."""
-    free = np.zeros(workers)
-    for t in d:
-        free[np.argmin(free)] += t
-    return float(free.max())
+def scheduled_makespan(d: np.ndarray, workers: int, items: int, min_task_items: int) -> tuple[float, int]:
+    """(makespan, tasks) of the runtime's hand-out with free messages: each task, cut as
+    RoundTasks cuts it, goes to the first engine to be free."""
+    from essa.runtime.scheduler import RoundTasks
+    tasks = RoundTasks.build(0, 0, np.zeros((len(d), 1)), [(0, items)], workers, min_task_items)
+    free, count = np.zeros(workers), 0
+    while (task := tasks.assign(0)) is not None:
+        free[np.argmin(free)] += d[task.row] * (task.stop - task.start) / items
+        count += 1
+    return float(free.max()), count
 
 
 def main() -> None:
@@ -68,7 +78,7 @@ def main() -> None:
     from essa.runtime.master import Master
     from essa.runtime.messages import Setup
     from essa.runtime.state import CheckpointWriter
-    from essa.runtime.transport import MpiMaster, MpiWorker
+    from essa.runtime.transport import MpiMaster, MpiMasterWithLocalWorker, MpiWorker, local_pair
     from essa.runtime.worker import run_worker
 
     p = argparse.ArgumentParser()
@@ -79,14 +89,24 @@ def main() -> None:
     p.add_argument("--spread", type=float, default=0.5,
                    help="candidate times vary in [1 - spread, 1 + spread] x mean")
     p.add_argument("--strategy", default="auto", help="population strategy on rank 0")
+    p.add_argument("--items", type=int, default=256, help="prompts per candidate")
+    p.add_argument("--min-task-items", type=int, default=16,
+                   help="runtime.min_task_items: smallest slice at the end of a round (0: whole candidates)")
+    p.add_argument("--master-evaluates", action="store_true",
+                   help="runtime.master_evaluates: rank 0 also runs a (sleeping) worker, in a thread")
     args = p.parse_args()
     comm = MPI.COMM_WORLD
+    make_evaluator = lambda: SleepEvaluator(args.mean_s, args.spread)  # noqa: E731
     if comm.Get_rank() != 0:
-        run_worker(MpiWorker(comm), lambda: SleepEvaluator(args.mean_s, args.spread))
+        run_worker(MpiWorker(comm), make_evaluator)
         return
     transport = MpiMaster(comm)
+    if args.master_evaluates:
+        local_master, local_worker = local_pair(rank=0)
+        transport = MpiMasterWithLocalWorker(transport, local_master)
+        threading.Thread(target=run_worker, args=(local_worker, make_evaluator), daemon=True).start()
     workers = len(transport.workers)
-    master = Master(transport, "bench", task_timeout_s=600)
+    master = Master(transport, "bench", task_timeout_s=600, min_task_items=args.min_task_items)
     master.setup(Setup({}, True))
     strategy = population.make_strategy(args.strategy, np.zeros(args.dim), 0.3, args.popsize, seed=0)
     run_dir = tempfile.TemporaryDirectory(prefix="mpi-overhead-")  # 1.6 GB at d = 7,168
@@ -96,7 +116,8 @@ def main() -> None:
         t0 = time.time()
         X = strategy.ask()
         t_ask = time.time() - t0
-        out = master.run_round(g, X, [f"c{i}" for i in range(len(X))], "train", np.arange(1), "x")
+        out = master.run_round(g, X, [f"c{i}" for i in range(len(X))], "train",
+                               np.arange(args.items), "x")
         t_round = time.time() - t0 - t_ask
         t1 = time.time()
         strategy.tell(X, out.fitness)
@@ -107,8 +128,8 @@ def main() -> None:
         wall = time.time() - t0
         d = durations(g, args.popsize, args.mean_s, args.spread)
         ideal = max(d.sum() / workers, d.max())  # no schedule beats the longest candidate
-        scheduled = scheduled_makespan(d, workers)
-        rows.append({"generation": g, "wall_s": round(wall, 3), "ask_s": round(t_ask, 3),
+        scheduled, n_tasks = scheduled_makespan(d, workers, args.items, args.min_task_items)
+        rows.append({"generation": g, "tasks": n_tasks, "wall_s": round(wall, 3), "ask_s": round(t_ask, 3),
                      "tell_s": round(t_tell, 3), "checkpoint_s": round(t_ckpt, 3),
                      "round_s": round(t_round, 3), "ideal_makespan_s": round(ideal, 3),
                      "scheduled_vs_ideal": round(scheduled / ideal, 3),
@@ -124,7 +145,9 @@ def main() -> None:
     def mean(key):
         return round(float(np.mean([r[key] for r in steady])), 4)
 
-    print(json.dumps({"ranks": comm.Get_size(), "workers": workers, "dim": args.dim,
+    print(json.dumps({"ranks": comm.Get_size(), "engines": workers, "dim": args.dim,
+                      "master_evaluates": args.master_evaluates, "items": args.items,
+                      "min_task_items": args.min_task_items,
                       "strategy": population.resolve_name(args.strategy, args.dim),
                       "popsize": args.popsize, "mean_s": args.mean_s, "spread": args.spread,
                       **{f"mean_{k}": mean(k) for k in ("overhead_share", "scheduled_vs_ideal",

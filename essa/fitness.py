@@ -31,6 +31,7 @@ class CandidateFitness:
     loglik: float | None = None
     tokens: int = 0
     seconds: float = 0.0
+    item_scores: list[float] | None = None  # the fitness of each prompt; ``fitness`` is their mean
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -51,33 +52,42 @@ def score_candidates(engine, candidates: Sequence[Any], examples: Sequence[Examp
     """Fitness of every candidate on the same prompts (common random numbers across candidates)."""
     t0 = time.time()
     n = len(candidates)
-    accuracy: list[float | None] = [None] * n
-    loglik: list[float | None] = [None] * n
+    rewards: list[list[float] | None] = [None] * n  # per candidate, per prompt
+    logliks: list[list[float] | None] = [None] * n
     tokens = [0] * n
     if kind in ("accuracy", "hybrid"):
         completions = engine.generate(list(prompts), list(candidates), sampling)
         for i, per_prompt in enumerate(completions):
-            scores = score_completions(reward, per_prompt, examples)
-            accuracy[i] = sum(s[0] for s in scores) / len(scores)
+            rewards[i] = [float(s[0]) for s in score_completions(reward, per_prompt, examples)]
             tokens[i] = sum(c[0].num_tokens for c in per_prompt)
     if kind in ("loglik", "hybrid"):
         conts = reference_continuations(examples, _eos(engine))
         per_candidate = engine.score_continuations(list(prompts), conts, list(candidates))
         for i, scores in enumerate(per_candidate):
-            loglik[i] = sum(s.mean_logprob for s in scores) / len(scores)
+            logliks[i] = [float(s.mean_logprob) for s in scores]
             tokens[i] += sum(s.num_tokens for s in scores)
     seconds = (time.time() - t0) / max(n, 1)
     out = []
     for i in range(n):
         if kind == "accuracy":
-            value = accuracy[i]
+            items = rewards[i]
         elif kind == "loglik":
-            value = loglik[i]
+            items = logliks[i]
         else:
-            value = accuracy[i] + hybrid_weight * loglik[i]
-        value = value if value is not None and math.isfinite(value) else float("nan")
-        out.append(CandidateFitness(kind, value, accuracy[i], loglik[i], tokens[i], round(seconds, 3)))
+            items = [r + hybrid_weight * ll for r, ll in zip(rewards[i], logliks[i])]
+        items = [v if math.isfinite(v) else float("nan") for v in items]
+        accuracy = _mean(rewards[i])
+        loglik = _mean(logliks[i])
+        out.append(CandidateFitness(kind, _mean(items), accuracy, loglik, tokens[i],
+                                    round(seconds, 3), items))
     return out
+
+
+def _mean(values: list[float] | None) -> float | None:
+    """Mean of the per-prompt values (NaN if one is NaN); None when there are none."""
+    if values is None:
+        return None
+    return sum(values) / len(values) if values else float("nan")
 
 
 def _eos(engine) -> str:

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from essa.adapters.svd_space import SvdSpace
@@ -32,6 +33,8 @@ def test_each_fitness_kind_on_the_demo_task(vllm_engine, demo_batch, small_adapt
         assert a.kind == "accuracy" and 0.0 <= a.fitness <= 1.0 and a.loglik is None and a.tokens > 0
         assert l.kind == "loglik" and l.fitness < 0 and l.accuracy is None
         assert h.fitness == pytest.approx(h.accuracy + 0.5 * h.loglik)
+        for c in (a, l, h):  # per-prompt scores, whose mean is the fitness (the runtime's sum)
+            assert len(c.item_scores) == len(examples) and c.fitness == pytest.approx(np.mean(c.item_scores))
         assert h.accuracy == a.accuracy and h.loglik == pytest.approx(l.fitness, abs=1e-6)
     # The accuracy fitness is the reward of the generated texts: recompute it independently.
     texts = [c[0].text for c in vllm_engine.generate(prompts, [None], sampling)[0]]

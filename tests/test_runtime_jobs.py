@@ -59,6 +59,21 @@ def test_sigkill_then_resume_with_other_rank_count_equals_uninterrupted(tmp_path
     assert cut == full
 
 
+def test_master_that_also_evaluates_with_cut_tasks_gives_the_same_run(tmp_path, adapter):
+    # mpirun -n 2 with rank 0 evaluating too: two engines, the last candidates cut into single
+    # prompts; per-prompt scores make the run equal to one engine scoring whole candidates.
+    both = ["--set", "runtime.master_evaluates=true", "--set", "runtime.min_task_items=1",
+            "--set", "runtime.fake_delay_s=0.3"]  # rank 1 starts in about 2 s
+    code, _, err = _run(2, fake_args(tmp_path, adapter, *both, name="both"))
+    assert code == 0, err[-3000:]
+    assert "rank 0 master (also evaluating), 2 workers" in err
+    assert "worker rank 0 ready" in err and "worker rank 1 ready" in err
+    code, _, err = _run(None, fake_args(tmp_path, adapter, "--set", "runtime.min_task_items=0",
+                                        name="whole"))
+    assert code == 0, err[-3000:]
+    assert _comparable(tmp_path / "both/metrics.jsonl") == _comparable(tmp_path / "whole/metrics.jsonl")
+
+
 def test_sigterm_checkpoints_and_exits_75_then_resume_finishes(tmp_path, adapter):
     args = fake_args(tmp_path, adapter, "--set", "search.generations=50", "--set",
                      "runtime.fake_delay_s=0.05", name="term")

@@ -5,6 +5,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from essa.runtime.master import Master
 from essa.runtime.messages import Setup
@@ -139,3 +140,63 @@ def test_a_second_task_is_queued_only_while_more_tasks_wait_than_workers():
     assert tasks.accept(Result(1, 0, 2, 0, 1, 1, 0.5), round_id=1)
     master._dispatch(tasks)
     assert sent[4:] == [(1, 4)] and tasks.held(1) == 1 and tasks.held(2) == 2
+
+
+def test_guided_cuts_keep_whole_candidates_until_the_end_and_cover_every_item_once():
+    tasks = RoundTasks.build(1, 0, np.zeros((8, 2)), [(0, 32)], workers=4, min_items=4)
+    handed = []
+    while (task := tasks.assign(len(handed) % 4)) is not None:
+        handed.append((task.row, task.start, task.stop))
+    sizes = [b - a for _, a, b in handed]
+    # 256 items over 4 workers: whole candidates while waiting / 4 >= 32, then slices
+    assert sizes[:5] == [32] * 5 and len(handed) > 8
+    assert all(4 <= s < 8 for s in sizes[-4:]) and min(sizes) == 4  # no rest under min_items
+    for row in range(8):  # each row's items exactly once, in order
+        spans = [(a, b) for r, a, b in handed if r == row]
+        assert spans[0][0] == 0 and spans[-1][1] == 32
+        assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+    whole = RoundTasks.build(1, 0, np.zeros((8, 2)), [(0, 32)], workers=4, min_items=0)
+    assert [whole.assign(0).stop for _ in range(8)] == [32] * 8 and whole.assign(0) is None
+
+
+class _PerItemEvaluator(_SleepEvaluator):
+    """A different score for every (row, item): the row's fitness is the mean over its items."""
+
+    def score(self, rnd, task):
+        time.sleep(self.delay)
+        ids = rnd.item_ids[task.start:task.stop]
+        return task.row + 0.1 * np.sin(ids * 1.7 + task.row), {"tokens": len(ids), "seconds": self.delay}
+
+
+def _round_on_workers(n_workers, min_task_items):
+    hub = _Hub(n_workers)
+    threads = [threading.Thread(target=run_worker, args=(_Side(hub, r), lambda: _PerItemEvaluator(0.003)))
+               for r in hub.workers]
+    for t in threads:
+        t.start()
+    master = Master(hub, "abc", task_timeout_s=30, min_task_items=min_task_items)
+    master.setup(Setup({}, True))
+    out = master.run_round(0, np.zeros((7, 3)), [f"c{i}" for i in range(7)], "train",
+                           np.arange(100, 125), "accuracy")
+    master.stop("done")
+    for t in threads:
+        t.join(timeout=10)
+    return out
+
+
+def test_a_candidate_cut_into_slices_gets_the_fitness_it_gets_whole():
+    whole, cut = _round_on_workers(1, 0), _round_on_workers(3, 2)
+    assert sum(whole.tasks_by_rank.values()) == 7 and sum(cut.tasks_by_rank.values()) > 7
+    assert np.array_equal(whole.fitness, cut.fitness)  # per-item scores: the same floats
+    expected = [np.mean(r + 0.1 * np.sin(np.arange(100, 125) * 1.7 + r)) for r in range(7)]
+    assert np.allclose(cut.fitness, expected, rtol=0, atol=1e-12)
+    assert [s["tokens"] for s in cut.stats] == [25] * 7
+
+
+def test_an_evaluator_answer_of_the_wrong_length_is_an_error():
+    from essa.runtime.worker import per_item_scores
+    assert per_item_scores(0.5, 3).tolist() == [0.5] * 3
+    values = per_item_scores([1.0, float("inf"), None], 3)
+    assert values[0] == 1.0 and np.isnan(values[1:]).all()
+    with pytest.raises(ValueError, match="2 scores for a task of 3 items"):
+        per_item_scores([1.0, 2.0], 3)

@@ -239,6 +239,15 @@ class RuntimeConfig:
                          "(0: never during the run).")
     eval_items: int = _f(100, "Validation items of those evaluations (the first N of the split).")
     test_items: int = _f(100, "Test items of the final base / start / mean evaluation (0: skip).")
+    min_task_items: int = _f(
+        16, "End of a generation: a task holds at most the waiting items / workers, but at least "
+        "this many, so the last candidates are cut into slices of their prompts that idle workers "
+        "share (guided self-scheduling; while many candidates wait, tasks are whole candidates). "
+        "Scores are kept per prompt, so a candidate's fitness does not depend on the cuts. "
+        "0: always whole candidates.")
+    master_evaluates: bool = _f(
+        False, "Under mpirun, rank 0 also runs an engine and scores tasks like a worker (the master "
+        "runs in a thread beside it), so the GPU of rank 0 does not idle.")
     task_timeout_s: float = _f(1800.0, "Stop the job when one candidate takes longer than this "
                                "(a hung or dead worker); the message names the rank and candidate.")
     cpu_bind: Literal["split", "nobind", "auto"] = _f(
@@ -257,6 +266,7 @@ class RuntimeConfig:
         _check(self.eval_items >= 1, f"runtime.eval_items: must be >= 1, got {self.eval_items}")
         _check(self.test_items >= 0, f"runtime.test_items: must be >= 0, got {self.test_items}")
         _check(self.task_timeout_s > 0, "runtime.task_timeout_s: must be > 0")
+        _check(self.min_task_items >= 0, f"runtime.min_task_items: must be >= 0, got {self.min_task_items}")
         _check(self.fake_delay_s >= 0, "runtime.fake_delay_s: must be >= 0")
         bad = [r for r in self.report_to if r not in ("tensorboard", "wandb")]
         _check(not bad, f"runtime.report_to: {bad} not allowed; choose from ['tensorboard', 'wandb']")

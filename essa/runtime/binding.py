@@ -28,16 +28,16 @@ def binding_for(mode: str, worker_index: int, workers_here: int, cores: list[int
     return "nobind" if ranges is None else ranges[worker_index]
 
 
-def apply_binding(comm, mode: str) -> None:
+def apply_binding(comm, mode: str, master_evaluates: bool = False) -> None:
     """Collective over ``comm`` (every rank calls it): set this worker's binding, unless the
-    environment already has one."""
+    environment already has one. Rank 0 is a worker too when ``master_evaluates``."""
     from mpi4py import MPI
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     ranks_here = node.allgather(comm.Get_rank())
     node.Free()
     rank = comm.Get_rank()
-    if rank == 0 or ENV in os.environ:
+    engine_ranks = sorted(r for r in ranks_here if r != 0 or master_evaluates)
+    if rank not in engine_ranks or ENV in os.environ:
         return
-    workers = sorted(r for r in ranks_here if r != 0)
-    os.environ[ENV] = binding_for(mode, workers.index(rank), len(workers),
+    os.environ[ENV] = binding_for(mode, engine_ranks.index(rank), len(engine_ranks),
                                   sorted(os.sched_getaffinity(0)))

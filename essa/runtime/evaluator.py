@@ -54,7 +54,8 @@ class EngineEvaluator:
         return LoraCandidate(self.space.materialize(s), dict(self.space.adapter.config),
                              name=f"g{rnd.generation}-{rnd.labels[row]}")
 
-    def score(self, rnd: Round, task: Task) -> tuple[float, dict]:
+    def score(self, rnd: Round, task: Task) -> tuple[list[float], dict]:
+        """Fitness of each of the task's items under its row's candidate, and stats."""
         from essa.fitness import score_candidates
         t0 = time.time()
         ids = [int(i) for i in rnd.item_ids[task.start:task.stop]]
@@ -64,7 +65,7 @@ class EngineEvaluator:
         (result,) = score_candidates(self.engine, [self.candidate(rnd, task)], examples, prompts,
                                      self.reward, rnd.kind, self.sampling,
                                      self.config.fitness.hybrid_weight)
-        return result.fitness, {"accuracy": result.accuracy, "loglik": result.loglik,
+        return result.item_scores, {"accuracy": result.accuracy, "loglik": result.loglik,
                                 "tokens": result.tokens, "seconds": round(time.time() - t0, 3)}
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ It exists to test and benchmark the runtime itself (scheduling, faults, resume).
 row is a pure function of the vector and the item ids, the same on every rank:
 
     q(x) = exp(-10 * mean((x - t)^2)),  t_j = 0.1 * sin(j)      (peak 1 at x = t)
-    per item i: q(x) * (1 - 0.01 * (i mod 3)); the task's fitness is the mean over its items.
+    per item i: q(x) * (1 - 0.01 * (i mod 3)), returned per item (the master takes the mean).
 
 Fault injection for tests, from the environment: ``ESSA_FAKE_FAULT=<what>:<generation>:<row>``
 with what = raise (an exception), exit (the process dies), nan (a non-finite fitness) or hang.
@@ -53,7 +53,7 @@ class FakeEvaluator:
             time.sleep(3600)
         return what == "nan"
 
-    def score(self, rnd: Round, task: Task) -> tuple[float, dict]:
+    def score(self, rnd: Round, task: Task) -> tuple[np.ndarray | float, dict]:
         if self.delay:
             time.sleep(self.delay)
         if self._inject(rnd, task):
@@ -61,7 +61,7 @@ class FakeEvaluator:
         ids = np.asarray(rnd.item_ids[task.start:task.stop])
         x = np.zeros_like(task.vector) if rnd.labels[task.row] == BASE else task.vector
         per_item = fake_quality(x) * (1.0 - 0.01 * (ids % 3))
-        return float(per_item.mean()), {"tokens": int(ids.size), "seconds": self.delay}
+        return per_item, {"tokens": int(ids.size), "seconds": self.delay}
 
     def close(self) -> None:
         pass

@@ -55,7 +55,8 @@ class Run:
         self.sampler = BatchSampler(len(self.task.split(config.task.train_split)),
                                     config.fitness.prompts_per_candidate, config.seed)
         self.master = Master(transport, self.space.checksum, config.runtime.task_timeout_s,
-                             should_abandon=lambda: stop.abandon)
+                             should_abandon=lambda: stop.abandon,
+                             min_task_items=config.runtime.min_task_items)
 
     def record(self, rec: dict) -> None:
         self.metrics.write(rec)

@@ -7,7 +7,6 @@ the candidate and the cause; a stop signal ends it with :class:`Interrupted`.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -44,10 +43,11 @@ class Master:
     """Drives rounds over a master-side transport; remembers which workers are ready."""
 
     def __init__(self, transport, checksum: str, task_timeout_s: float,
-                 should_abandon: Callable[[], bool] = lambda: False):
+                 should_abandon: Callable[[], bool] = lambda: False, min_task_items: int = 0):
         self.transport = transport
         self.checksum = checksum
         self.task_timeout_s = task_timeout_s
+        self.min_task_items = min_task_items
         self.should_abandon = should_abandon
         self.ready: list[int] = []
         self._round_id = 0
@@ -59,14 +59,16 @@ class Master:
     def run_round(self, generation: int, vectors: np.ndarray, labels: list[str], split: str,
                   item_ids: np.ndarray, kind: str, split_rows: bool = False) -> RoundOutcome:
         """Score every row of ``vectors`` (n, d) on ``item_ids``; with ``split_rows`` the items are
-        cut into chunks of EVAL_CHUNK items (evaluations of a few vectors on many items)."""
+        cut into chunks of EVAL_CHUNK items (evaluations of a few vectors on many items). The last
+        tasks of a round may be cut further (``min_task_items``, see scheduler.py)."""
         self._round_id += 1
         rnd = Round(self._round_id, generation, labels, split, item_ids, kind)
         self.transport.broadcast(rnd)
         # Fixed-size chunks, not one per worker: the sums (and so the metrics) do not depend on
         # the number of ranks, which keeps a resumed run with other ranks bit-identical.
         parts = -(-len(item_ids) // EVAL_CHUNK) if split_rows else 1
-        tasks = RoundTasks.build(rnd.round_id, generation, vectors, split_items(len(item_ids), parts))
+        tasks = RoundTasks.build(rnd.round_id, generation, vectors, split_items(len(item_ids), parts),
+                                 workers=len(self.transport.workers), min_items=self.min_task_items)
         while not tasks.done():
             self._dispatch(tasks)
             msg = self.transport.poll(timeout=0.05)
@@ -124,13 +126,15 @@ class Master:
 
 
 def _combine(tasks: RoundTasks, rows: int, n_items: int) -> RoundOutcome:
-    """Item-weighted mean fitness per row over its chunks; token counts summed."""
-    fitness = np.zeros(rows)
+    """Per row, the mean of its per-item scores in item order, so the fitness does not depend on
+    how the row was cut into tasks or on the number of ranks (a NaN item fails the row); token
+    counts summed, other stats item-weighted."""
+    scores = np.full((rows, n_items), np.nan)
     stats = [{"tokens": 0, "seconds": 0.0} for _ in range(rows)]
     by_rank, busy = {}, {}
-    for _, r in sorted(tasks.results.items()):  # fixed order: same float sums every run
+    for _, r in sorted(tasks.results.items()):  # fixed order
         weight = (r.stop - r.start) / n_items
-        fitness[r.row] += r.fitness * weight if math.isfinite(r.fitness) else math.nan
+        scores[r.row, r.start:r.stop] = r.scores
         for key, value in r.stats.items():
             if key in ("tokens", "seconds"):
                 stats[r.row][key] += value
@@ -138,4 +142,4 @@ def _combine(tasks: RoundTasks, rows: int, n_items: int) -> RoundOutcome:
                 stats[r.row][key] = stats[r.row].get(key, 0.0) + value * weight
         by_rank[r.rank] = by_rank.get(r.rank, 0) + 1
         busy[r.rank] = busy.get(r.rank, 0.0) + r.stats.get("seconds", 0.0)
-    return RoundOutcome(fitness, stats, by_rank, busy, tasks.stale)
+    return RoundOutcome(scores.mean(axis=1), stats, by_rank, busy, tasks.stale)

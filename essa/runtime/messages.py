@@ -67,7 +67,11 @@ class Task:
 
 @dataclass
 class Result:
-    """worker -> master: a task's fitness (NaN if it could not be scored) and its stats."""
+    """worker -> master: the fitness of each item of a task (NaN: could not be scored) and stats.
+
+    ``scores`` (stop - start,) per item, so the master can take a row's mean over all its items in
+    one fixed order however the row was cut into tasks; a single number stands for every item.
+    """
 
     round_id: int
     generation: int
@@ -75,7 +79,7 @@ class Result:
     start: int
     stop: int
     rank: int
-    fitness: float
+    scores: np.ndarray | float
     stats: dict = field(default_factory=dict)  # accuracy, loglik, tokens, seconds
 
 

@@ -34,10 +34,12 @@ def describe_plan(config, ranks: int) -> str:
     k = searched_count(rank, config.adapter.alpha_frac)
     dim = modules * 2 * k
     s, rt, f = config.search, config.runtime, config.fitness
-    workers = max(1, ranks - 1)
+    workers = ranks if ranks > 1 and rt.master_evaluates else max(1, ranks - 1)
     per_gen = s.popsize * f.prompts_per_candidate
     tokens = per_gen * (config.engine.max_tokens if f.kind != "loglik" else 0)
     roles = ("1 process: master + 1 worker (local transport)" if ranks == 1 else
+             f"{ranks} ranks: rank 0 master and worker, ranks 1-{ranks - 1} workers (one engine each)"
+             if rt.master_evaluates else
              f"{ranks} ranks: rank 0 master, ranks 1-{ranks - 1} workers (one engine each)")
     import population
     return "\n".join([

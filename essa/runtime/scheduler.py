@@ -3,13 +3,20 @@
 Pure bookkeeping, no transport: the master feeds it events (a worker is idle, a result came in)
 and asks it what to send. A worker may hold a second, queued task (see ``Master._dispatch``):
 ``running`` keeps each rank's tasks in order, the first one being evaluated.
+
+The end of a round (guided self-scheduling): with ``min_items`` > 0 a task never holds more than
+the waiting items / workers, but at least ``min_items`` (nor leaves a rest smaller). While many candidates wait this is a
+whole candidate; at the end the last candidates are cut into slices of their items, so idle
+workers share them instead of waiting for one worker's last whole candidate. The cuts depend only
+on the order of hand-outs and the number of workers, never on timing.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from essa.runtime.messages import Result, Task
 
@@ -30,13 +37,18 @@ class RoundTasks:
     results: dict = field(default_factory=dict)  # (row, start) -> Result
     stale: int = 0   # results of another round (a late answer), dropped
     duplicate: int = 0
+    workers: int = 1  # engines sharing the round (the guided cut divides the waiting items by it)
+    min_items: int = 0  # smallest slice of the guided cut; 0: tasks are handed out as built
+    waiting_items: int = 0
 
     @classmethod
-    def build(cls, round_id: int, generation: int, vectors, chunks: list[tuple[int, int]]):
+    def build(cls, round_id: int, generation: int, vectors, chunks: list[tuple[int, int]],
+              workers: int = 1, min_items: int = 0):
         """Every row of ``vectors`` (n, d) on every chunk, row by row."""
         tasks = deque(Task(round_id, generation, r, a, b, vectors[r])
                       for r in range(len(vectors)) for a, b in chunks)
-        return cls(tasks)
+        waiting = len(vectors) * sum(b - a for a, b in chunks)
+        return cls(tasks, workers=max(1, workers), min_items=min_items, waiting_items=waiting)
 
     @property
     def expected(self) -> int:
@@ -54,8 +66,19 @@ class RoundTasks:
         if not self.tasks:
             return None
         task = self.tasks.popleft()
+        size, items = self.slice_size(), task.stop - task.start
+        if size < items and size + self.min_items <= items:  # cut; the rest waits at the head
+            self.tasks.appendleft(replace(task, start=task.start + size))
+            task = replace(task, stop=task.start + size)
+        self.waiting_items -= task.stop - task.start
         self.running.setdefault(rank, deque()).append([task, time.time()])
         return task
+
+    def slice_size(self) -> int:
+        """Most items the next task may hold (guided self-scheduling; no cut when disabled)."""
+        if self.min_items <= 0:
+            return self.waiting_items
+        return max(self.min_items, math.ceil(self.waiting_items / self.workers))
 
     def accept(self, result: Result, round_id: int) -> bool:
         """Record a result; False (and counted) when it is stale or a duplicate."""

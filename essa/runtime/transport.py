@@ -15,18 +15,25 @@ import time
 
 MIN_SLEEP_S = 0.0005
 MAX_SLEEP_S = 0.02
+# A reply is expected soon: the master waits for results, a worker that just sent one waits for
+# its next task. Short sleeps then keep a round trip to a few ms (each one is on the critical
+# path of a worker); a wait that lasts longer (between generations) falls back to MAX_SLEEP_S.
+PROMPT_SLEEP_S = 0.002
+PROMPT_FOR_S = 0.25
 
 
 class _Backoff:
-    """Sleeps that double from MIN_SLEEP_S to MAX_SLEEP_S while a wait finds nothing."""
+    """Sleeps that double from MIN_SLEEP_S while a wait finds nothing, up to PROMPT_SLEEP_S for
+    the first ``prompt_for_s`` seconds (forever on the master) and MAX_SLEEP_S after."""
 
-    def __init__(self):
-        self.delay = MIN_SLEEP_S
+    def __init__(self, prompt_for_s: float = PROMPT_FOR_S):
+        self.delay, self.t0, self.prompt_for_s = MIN_SLEEP_S, time.time(), prompt_for_s
 
     def sleep(self, deadline: float | None = None) -> None:
         delay = self.delay if deadline is None else max(0.0, min(self.delay, deadline - time.time()))
         time.sleep(delay)
-        self.delay = min(self.delay * 2, MAX_SLEEP_S)
+        cap = PROMPT_SLEEP_S if time.time() - self.t0 < self.prompt_for_s else MAX_SLEEP_S
+        self.delay = min(self.delay * 2, cap)
 
 
 # ---- MPI -------------------------------------------------------------------------------------
@@ -52,7 +59,7 @@ class MpiMaster:
 
     def poll(self, timeout: float = 0.0):
         """The next message from any worker, or None after ``timeout`` seconds."""
-        deadline, backoff, status = time.time() + timeout, _Backoff(), self._mpi.Status()
+        deadline, backoff, status = time.time() + timeout, _Backoff(float("inf")), self._mpi.Status()
         while True:
             if self.comm.iprobe(source=self._mpi.ANY_SOURCE, tag=self._mpi.ANY_TAG, status=status):
                 return self.comm.recv(source=status.Get_source(), tag=status.Get_tag())
@@ -105,8 +112,8 @@ class MpiWorker:
 class LocalMaster:
     """The master's side when master and its one worker share a process (no MPI, or -n 1)."""
 
-    def __init__(self, to_worker: queue.Queue, to_master: queue.Queue):
-        self.workers = [1]
+    def __init__(self, to_worker: queue.Queue, to_master: queue.Queue, rank: int = 1):
+        self.workers = [rank]
         self._out, self._in = to_worker, to_master
 
     def send(self, rank: int, msg) -> None:
@@ -129,11 +136,11 @@ class LocalMaster:
 
 
 class LocalWorker:
-    """The worker's side in one process; rank 1, like the first MPI worker."""
+    """The worker's side in one process: rank 1 like the first MPI worker, or rank 0 when the
+    master's own process also evaluates under MPI."""
 
-    rank = 1
-
-    def __init__(self, to_worker: queue.Queue, to_master: queue.Queue):
+    def __init__(self, to_worker: queue.Queue, to_master: queue.Queue, rank: int = 1):
+        self.rank = rank
         self._in, self._out = to_worker, to_master
 
     def send(self, msg) -> None:
@@ -146,7 +153,42 @@ class LocalWorker:
         pass
 
 
-def local_pair() -> tuple[LocalMaster, LocalWorker]:
-    """Both ends of the in-process transport."""
+def local_pair(rank: int = 1) -> tuple[LocalMaster, LocalWorker]:
+    """Both ends of the in-process transport; the worker is called ``rank``."""
     to_worker, to_master = queue.Queue(), queue.Queue()
-    return LocalMaster(to_worker, to_master), LocalWorker(to_worker, to_master)
+    return LocalMaster(to_worker, to_master, rank), LocalWorker(to_worker, to_master, rank)
+
+
+# ---- MPI plus a worker in the master's process ----------------------------------------------
+
+class MpiMasterWithLocalWorker:
+    """Rank 0's side when rank 0 also evaluates (``runtime.master_evaluates``): the MPI workers
+    plus an in-process worker called rank 0, reached over queues."""
+
+    def __init__(self, mpi: MpiMaster, local: LocalMaster):
+        self.mpi, self.local = mpi, local
+        self.workers = [*local.workers, *mpi.workers]
+
+    def send(self, rank: int, msg) -> None:
+        (self.local if rank in self.local.workers else self.mpi).send(rank, msg)
+
+    def broadcast(self, msg) -> None:
+        self.local.broadcast(msg)
+        self.mpi.broadcast(msg)
+
+    def poll(self, timeout: float = 0.0):
+        """The next message from the local worker or any MPI worker, or None after ``timeout``."""
+        deadline, backoff = time.time() + timeout, _Backoff(float("inf"))
+        while True:
+            msg = self.local.poll()
+            if msg is None:
+                msg = self.mpi.poll()
+            if msg is not None or time.time() >= deadline:
+                return msg
+            backoff.sleep(deadline)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        self.mpi.flush(timeout)
+
+    def abort(self, code: int) -> None:
+        self.mpi.abort(code)

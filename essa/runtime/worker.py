@@ -1,14 +1,16 @@
 """The worker's loop: load the engine, rebuild the search space, then score tasks until Stop.
 
-Any exception becomes a :class:`Failure` message naming this rank, the candidate and the cause,
+An evaluator's ``score(round, task)`` returns the fitness of each of the task's items (or one
+number for all) and a stats dict. Any exception becomes a :class:`Failure` message naming this rank, the candidate and the cause,
 so the master can stop the job with a useful message instead of hanging.
 """
 
 from __future__ import annotations
 
-import math
 import socket
 import traceback
+
+import numpy as np
 
 from essa.runtime.messages import Failure, Hello, Result, Round, Setup, Stop, Task
 
@@ -53,10 +55,22 @@ def _serve(transport, evaluator, rank: int) -> int:
             current = msg
         elif isinstance(msg, Task):
             try:
-                fitness, stats = evaluator.score(current, msg)
+                scores, stats = evaluator.score(current, msg)
+                scores = per_item_scores(scores, msg.stop - msg.start)
             except Exception as exc:  # noqa: BLE001
                 transport.send(Failure(rank, msg.generation, msg.row, _cause(exc)))
                 continue  # the master stops the job; keep listening for its Stop
-            fitness = float(fitness) if fitness is not None and math.isfinite(fitness) else math.nan
             transport.send(Result(msg.round_id, msg.generation, msg.row, msg.start, msg.stop,
-                                  rank, fitness, stats))
+                                  rank, scores, stats))
+
+
+def per_item_scores(scores, n_items: int) -> np.ndarray:
+    """An evaluator's answer as (n_items,) float64: one number per item, or one for all of them;
+    None and non-finite values become NaN (a failed candidate, never passed to the strategy)."""
+    values = np.array([np.nan if v is None else v for v in np.atleast_1d(np.asarray(scores, dtype=object))],
+                      dtype=float)
+    if values.size not in (1, n_items):
+        raise ValueError(f"the evaluator returned {values.size} scores for a task of {n_items} items")
+    values = np.broadcast_to(values, (n_items,)).copy()
+    values[~np.isfinite(values)] = np.nan
+    return values
