@@ -7,6 +7,11 @@ materialize + write time against one candidate's evaluation time.
 
     python benchmarks/engine_throughput.py                       # B in {16, 64}, K in {1, 4, 8}
     python benchmarks/engine_throughput.py --batch-sizes 16 --candidates 1 4 --max-tokens 32
+    python benchmarks/engine_throughput.py --batch-sizes 64 --candidates 8 --modes merged --repeats 3
+
+With --repeats N every cell measures plain and ESSA N times, alternating (plain, ESSA, plain, ...),
+and reports the medians and the median of the N paired ratios: on a shared machine one pair can
+be off by 10-20%.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["merged", "adapter"], choices=["merged", "adapter"])
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (skip torch.compile)")
+    parser.add_argument("--repeats", type=int, default=1, help="paired plain/ESSA measurements per cell")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
 
@@ -68,12 +74,19 @@ def main() -> None:
         for k in args.candidates:
             cands = [LoraCandidate(space.materialize(v), space.adapter.config, f"c{i}")
                      for i, v in enumerate(vectors[:k])]
-            plain_tps, plain_s = timed(engines["merged"], prompts * k, [None])
+            plain, essa = [], {mode: [] for mode in args.modes}
+            for _ in range(args.repeats):
+                plain.append(timed(engines["merged"], prompts * k, [None]))
+                for mode in args.modes:
+                    essa[mode].append(timed(engines[mode], prompts, cands))
             for mode in args.modes:
-                tps, seconds = timed(engines[mode], prompts, cands)
-                row = {"mode": mode, "B": b, "K": k, "plain_tok_s": round(plain_tps, 1),
-                       "essa_tok_s": round(tps, 1), "ratio": round(tps / plain_tps, 3),
-                       "seconds_per_candidate": round(seconds / k, 2)}
+                ratios = [e[0] / p[0] for e, p in zip(essa[mode], plain)]
+                row = {"mode": mode, "B": b, "K": k, "repeats": args.repeats,
+                       "plain_tok_s": round(float(np.median([p[0] for p in plain])), 1),
+                       "essa_tok_s": round(float(np.median([e[0] for e in essa[mode]])), 1),
+                       "ratio": round(float(np.median(ratios)), 3),
+                       "ratios": [round(r, 3) for r in ratios],
+                       "seconds_per_candidate": round(float(np.median([e[1] for e in essa[mode]])) / k, 2)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 

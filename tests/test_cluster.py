@@ -189,9 +189,9 @@ def fake_slurm(tmp_path):
     return env
 
 
-def _train_script(tmp_path, env, **extra_env):
+def _train_script(tmp_path, env, *sets, **extra_env):
     args = ["bash", str(SLURM / "essa-train.sbatch"), str(CONFIGS / "demo-cpu.yaml"),
-            "--set", f"output_dir={tmp_path / 'runs'}", "--set", "name=job"]
+            "--set", f"output_dir={tmp_path / 'runs'}", "--set", "name=job", *sets]
     return subprocess.run(args, env={**env, **extra_env}, capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
 
@@ -222,6 +222,14 @@ def test_train_script_requeues_only_on_exit_75(tmp_path, fake_slurm, rc, requeue
     hosts = (tmp_path / "hosts").read_text().split()
     assert hosts[:9] == ["gpu-a"] * 9 and hosts[9:] == ["gpu-b"] * 8
     assert ("requeue 4242" in _log(tmp_path, "scontrol.log")) == requeued
+
+
+def test_a_master_that_evaluates_takes_a_gpu_slot_instead_of_an_extra_rank(tmp_path, fake_slurm):
+    out = _train_script(tmp_path, fake_slurm, "--set", "runtime.master_evaluates=true", FAKE_RC="0")
+    assert out.returncode == 0, out.stderr
+    assert "--ntasks=16" in _log(tmp_path, "srun.log") and "the master is one of the engines" in out.stderr
+    hosts = (tmp_path / "hosts").read_text().split()
+    assert hosts == ["gpu-a"] * 8 + ["gpu-b"] * 8
 
 
 def test_requeued_job_resumes_from_the_checkpoint(tmp_path, fake_slurm):
@@ -268,6 +276,11 @@ def test_sweep_script_runs_the_array_task_cell(tmp_path, fake_slurm):
     ({"SLURM_PROCID": "9", "SLURM_LOCALID": "0", "SLURMD_NODENAME": "gpu-b"}, "0"),
     ({"SLURM_PROCID": "12", "SLURM_LOCALID": "3", "SLURMD_NODENAME": "gpu-b", "ESSA_TP": "2",
       "CUDA_VISIBLE_DEVICES": "4,5,6,7,0,1,2,3"}, "2,3"),
+    # runtime.master_evaluates: the master is an engine too, every rank takes its local slot
+    ({"SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURMD_NODENAME": "gpu-a",
+      "ESSA_MASTER_EVALUATES": "1"}, "0"),
+    ({"SLURM_PROCID": "7", "SLURM_LOCALID": "7", "SLURMD_NODENAME": "gpu-a",
+      "ESSA_MASTER_EVALUATES": "1"}, "7"),
 ])
 def test_rank_gpu_gives_workers_their_gpus_and_the_master_none(tmp_path, env, expected):
     status = tmp_path / "status"

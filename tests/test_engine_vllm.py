@@ -101,6 +101,11 @@ def test_merged_restore_is_bit_exact(vllm_engine, small_adapter, demo_model):
     changed = texts(engine.generate(PROMPTS, [strong], GREEDY)[0])
     after = texts(engine.generate(PROMPTS, [None], GREEDY)[0])
     assert changed != before and after == before
+    # Consecutive candidates overwrite each other's weights directly; the base in between and
+    # after the call is exact again.
+    other = candidates(small_adapter, [-3.0])[0]
+    mixed = [texts(out) for out in engine.generate(PROMPTS, [other, strong, None, strong], GREEDY)]
+    assert mixed[1] == changed and mixed[2] == before and mixed[3] == changed and mixed[0] != changed
     with safe_open(str(demo_model / "model.safetensors"), "pt") as st:
         for layer in (0, 17, 29):
             qkv = torch.cat([st.get_tensor(f"model.layers.{layer}.self_attn.{m}.weight")

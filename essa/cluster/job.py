@@ -11,6 +11,7 @@ any MPI step) and read its answer as ``key=value`` lines:
     done=0                         summary.json is there and the checkpoint reached the budget
     generation=12                  generations committed so far (0 without a checkpoint)
     tensor_parallel=1              GPUs per engine (engine.tensor_parallel_size)
+    master_evaluates=0             rank 0 runs an engine too (runtime.master_evaluates)
     warm_start=1                   adapter.init is sft and the warm-start cache is not filled
     arg=--config                   the essa-train / essa-sft arguments, one per line
     arg=launch/configs/x.yaml
@@ -39,6 +40,7 @@ class JobPlan:
     budget: int  # search.generations
     tensor_parallel: int
     warm_start_needed: bool
+    master_evaluates: bool = False
 
     @property
     def resume(self) -> bool:
@@ -56,7 +58,8 @@ class JobPlan:
         """The ``key=value`` lines the batch scripts read."""
         out = [f"run_dir={self.run_dir}", f"resume={int(self.resume)}", f"done={int(self.done)}",
                f"generation={self.generation}", f"tensor_parallel={self.tensor_parallel}",
-               f"warm_start={int(self.warm_start_needed)}"]
+               f"warm_start={int(self.warm_start_needed)}",
+               f"master_evaluates={int(self.master_evaluates)}"]
         return out + [f"arg={a}" for a in self.config_args]
 
 
@@ -71,7 +74,8 @@ def plan_job(config_path: str | Path, overrides: list[str]) -> JobPlan:
     for item in overrides:
         args += ["--set", item]
     return JobPlan(run_dir, args, generation, config.search.generations,
-                   config.engine.tensor_parallel_size, _warm_start_needed(config))
+                   config.engine.tensor_parallel_size, _warm_start_needed(config),
+                   config.runtime.master_evaluates)
 
 
 def plan_cell(sweep_path: str | Path, index: int | None) -> JobPlan:

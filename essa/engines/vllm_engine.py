@@ -163,15 +163,15 @@ class VLLMEngine:
         if self.mode == "adapter":
             return self._adapter_passes(requests, candidates, run)
         if self.mode == "merged":
-            for i, cand in enumerate(candidates):
-                if cand is None:
+            try:
+                for i, cand in enumerate(candidates):
+                    if cand is None:
+                        self.merged.restore()
+                    else:  # replaces the previous candidate's weights directly
+                        self.merged.apply(module_deltas(as_lora_candidate(cand)))
                     results[i] = run(requests, None)
-                    continue
-                self.merged.apply(module_deltas(as_lora_candidate(cand)))
-                try:
-                    results[i] = run(requests, None)
-                finally:
-                    self.merged.restore()
+            finally:
+                self.merged.restore()  # the base weights, exactly, after every call
         return results
 
     def _adapter_passes(self, requests: list, candidates: list, run) -> list[list]:

@@ -89,15 +89,21 @@ class MergedWeights:
             module.weight.data.copy_(weight)
 
     def apply(self, deltas: dict[tuple[int, str], torch.Tensor]) -> None:
-        """Base + delta for every module the candidate touches (one candidate at a time)."""
-        if self._touched:
-            self.restore()
+        """Base + delta for every module the candidate touches (one candidate at a time).
+
+        A module the previous candidate touched is overwritten directly (base + the new delta,
+        from the saved original) instead of being restored first: one weight swap per module
+        between consecutive candidates, not two. Modules only the previous one touched are restored.
+        """
         by_target: dict[tuple[int, str], list[tuple[int | None, torch.Tensor]]] = {}
         for (layer, kind), delta in deltas.items():
             name, block = fused_target(kind)
             if name not in self.fused_names:
                 raise ValueError(f"merged mode was set up for {self.fused_names}, not {kind}")
             by_target.setdefault((layer, name), []).append((block, delta))
+        for layer, name in self._touched:
+            if (layer, name) not in by_target:
+                self._set(layer, name, self.originals[(layer, name)].clone())
         for (layer, name), parts in by_target.items():
             merged = self.originals[(layer, name)].float()  # a fresh float32 copy
             for block, delta in parts:

@@ -20,19 +20,21 @@ MAX_SLEEP_S = 0.02
 # path of a worker); a wait that lasts longer (between generations) falls back to MAX_SLEEP_S.
 PROMPT_SLEEP_S = 0.002
 PROMPT_FOR_S = 0.25
+MASTER_SLEEP_S = 0.0005  # one process: polling this often costs little and answers at once
 
 
 class _Backoff:
-    """Sleeps that double from MIN_SLEEP_S while a wait finds nothing, up to PROMPT_SLEEP_S for
-    the first ``prompt_for_s`` seconds (forever on the master) and MAX_SLEEP_S after."""
+    """Sleeps that double from MIN_SLEEP_S while a wait finds nothing, up to ``prompt_sleep_s``
+    for the first ``prompt_for_s`` seconds (forever on the master) and MAX_SLEEP_S after."""
 
-    def __init__(self, prompt_for_s: float = PROMPT_FOR_S):
-        self.delay, self.t0, self.prompt_for_s = MIN_SLEEP_S, time.time(), prompt_for_s
+    def __init__(self, prompt_for_s: float = PROMPT_FOR_S, prompt_sleep_s: float = PROMPT_SLEEP_S):
+        self.delay, self.t0 = MIN_SLEEP_S, time.time()
+        self.prompt_for_s, self.prompt_sleep_s = prompt_for_s, prompt_sleep_s
 
     def sleep(self, deadline: float | None = None) -> None:
         delay = self.delay if deadline is None else max(0.0, min(self.delay, deadline - time.time()))
         time.sleep(delay)
-        cap = PROMPT_SLEEP_S if time.time() - self.t0 < self.prompt_for_s else MAX_SLEEP_S
+        cap = self.prompt_sleep_s if time.time() - self.t0 < self.prompt_for_s else MAX_SLEEP_S
         self.delay = min(self.delay * 2, cap)
 
 
@@ -59,7 +61,7 @@ class MpiMaster:
 
     def poll(self, timeout: float = 0.0):
         """The next message from any worker, or None after ``timeout`` seconds."""
-        deadline, backoff, status = time.time() + timeout, _Backoff(float("inf")), self._mpi.Status()
+        deadline, backoff, status = time.time() + timeout, _Backoff(float("inf"), MASTER_SLEEP_S), self._mpi.Status()
         while True:
             if self.comm.iprobe(source=self._mpi.ANY_SOURCE, tag=self._mpi.ANY_TAG, status=status):
                 return self.comm.recv(source=status.Get_source(), tag=status.Get_tag())
@@ -178,7 +180,7 @@ class MpiMasterWithLocalWorker:
 
     def poll(self, timeout: float = 0.0):
         """The next message from the local worker or any MPI worker, or None after ``timeout``."""
-        deadline, backoff = time.time() + timeout, _Backoff(float("inf"))
+        deadline, backoff = time.time() + timeout, _Backoff(float("inf"), MASTER_SLEEP_S)
         while True:
             msg = self.local.poll()
             if msg is None:

@@ -37,7 +37,7 @@ essa_log() {
 }
 
 # essa_read_plan CMD...: run CMD (prints the job plan) and set RUN_DIR, RESUME, DONE, GENERATION,
-# TP, WARM_START and the array CONFIG_ARGS. Returns CMD's status.
+# TP, WARM_START, MASTER_EVALUATES and the array CONFIG_ARGS. Returns CMD's status.
 essa_read_plan() {
     local text rc line key value
     text=$("$@")
@@ -53,6 +53,7 @@ essa_read_plan() {
             done) DONE=$value ;;
             generation) GENERATION=$value ;;
             tensor_parallel) TP=$value ;;
+            master_evaluates) MASTER_EVALUATES=$value ;;
             warm_start) WARM_START=$value ;;
             arg) CONFIG_ARGS+=("$value") ;;
         esac
@@ -61,7 +62,8 @@ essa_read_plan() {
 }
 
 # essa_layout: NODES, MASTER_HOST, GPUS_PER_NODE, WORKERS_PER_NODE, NTASKS and HOSTFILE (one line
-# per rank: the first node carries the master plus its workers).
+# per rank: the first node carries the master plus its workers; with MASTER_EVALUATES=1 the
+# master is one of the first node's engines and takes its GPU slot 0).
 essa_layout() {
     if [ -n "${SLURM_JOB_NODELIST:-}" ] && command -v scontrol > /dev/null; then
         mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
@@ -85,16 +87,20 @@ essa_layout() {
         essa_log "no worker fits: $GPUS_PER_NODE GPUs per node, tensor_parallel_size ${TP:-1}"
         return "$EXIT_CONFIG"
     fi
-    NTASKS=$((${#NODES[@]} * WORKERS_PER_NODE + 1))
+    local extra=1
+    [ "${MASTER_EVALUATES:-0}" = 1 ] && extra=0
+    export ESSA_MASTER_EVALUATES=${MASTER_EVALUATES:-0}
+    NTASKS=$((${#NODES[@]} * WORKERS_PER_NODE + extra))
     HOSTFILE=${ESSA_HOSTFILE:-${TMPDIR:-/tmp}/essa-hosts-${SLURM_JOB_ID:-$$}}
     local i n k
     : > "$HOSTFILE"
     for i in "${!NODES[@]}"; do
         n=$WORKERS_PER_NODE
-        [ "$i" -eq 0 ] && n=$((n + 1))  # the master shares the first node
+        [ "$i" -eq 0 ] && n=$((n + extra))  # the master shares the first node
         for ((k = 0; k < n; k++)); do echo "${NODES[$i]}" >> "$HOSTFILE"; done
     done
-    essa_log "${#NODES[@]} node(s) x $WORKERS_PER_NODE worker(s) + master on $MASTER_HOST:" \
+    essa_log "${#NODES[@]} node(s) x $WORKERS_PER_NODE engine(s) + master on $MASTER_HOST" \
+             "$([ "$extra" = 0 ] && echo "(the master is one of the engines)"):" \
              "$NTASKS ranks, $GPUS_PER_NODE GPU(s) per node, ${TP:-1} per engine"
 }
 
@@ -114,7 +120,7 @@ essa_launcher_command() {
         LAUNCH=(mpirun -np "$NTASKS")
         if mpirun --version 2>&1 | grep -q "Open MPI"; then
             LAUNCH+=(--hostfile "$HOSTFILE" -x ESSA_TP -x ESSA_GPUS_PER_NODE -x ESSA_MASTER_HOST
-                     -x ESSA_STATUS_FILE)
+                     -x ESSA_STATUS_FILE -x ESSA_MASTER_EVALUATES)
         else  # MPICH Hydra: one host per line is one slot, in order; the environment is passed on
             LAUNCH+=(-f "$HOSTFILE")
         fi
