@@ -74,6 +74,16 @@ def test_master_that_also_evaluates_with_cut_tasks_gives_the_same_run(tmp_path, 
     assert _comparable(tmp_path / "both/metrics.jsonl") == _comparable(tmp_path / "whole/metrics.jsonl")
 
 
+def test_workers_scoring_several_candidates_per_pass_give_the_same_run(tmp_path, adapter):
+    # ESSA_FAKE_PASS=3: each worker scores up to 3 queued candidates in one "engine pass"
+    code, _, err = _run(3, fake_args(tmp_path, adapter, "--set", "runtime.fake_delay_s=0.05",
+                                     name="passes"), env={"ESSA_FAKE_PASS": "3"})
+    assert code == 0, err[-3000:]
+    code, _, err = _run(None, fake_args(tmp_path, adapter, name="single"))
+    assert code == 0, err[-3000:]
+    assert _comparable(tmp_path / "passes/metrics.jsonl") == _comparable(tmp_path / "single/metrics.jsonl")
+
+
 def test_sigterm_checkpoints_and_exits_75_then_resume_finishes(tmp_path, adapter):
     args = fake_args(tmp_path, adapter, "--set", "search.generations=50", "--set",
                      "runtime.fake_delay_s=0.05", name="term")

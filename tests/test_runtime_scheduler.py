@@ -48,6 +48,12 @@ class _Side:
     def recv(self):
         return self.hub.inbox[self.rank].get()
 
+    def try_recv(self):
+        try:
+            return self.hub.inbox[self.rank].get_nowait()
+        except queue.Empty:
+            return None
+
     def flush(self, timeout=5.0):
         pass
 
@@ -200,3 +206,44 @@ def test_an_evaluator_answer_of_the_wrong_length_is_an_error():
     assert values[0] == 1.0 and np.isnan(values[1:]).all()
     with pytest.raises(ValueError, match="2 scores for a task of 3 items"):
         per_item_scores([1.0, 2.0], 3)
+
+
+class _PassEvaluator(_SleepEvaluator):
+    """Scores up to 4 tasks in one 'engine pass' and records the pass sizes."""
+
+    tasks_per_pass = 4
+
+    def __init__(self, delay, passes):
+        super().__init__(delay)
+        self.passes = passes
+
+    def score_pass(self, rnd, tasks):
+        time.sleep(self.delay)
+        self.passes.append(len(tasks))
+        return [self.score_one(t) for t in tasks]
+
+    def score(self, rnd, task):
+        return self.score_pass(rnd, [task])[0]
+
+    @staticmethod
+    def score_one(task):
+        return float(task.row), {"tokens": task.stop - task.start, "seconds": 0.0}
+
+
+def test_a_worker_scores_the_tasks_waiting_for_the_same_prompts_in_one_pass():
+    hub, passes = _Hub(2), {1: [], 2: []}
+    threads = [threading.Thread(target=run_worker, args=(_Side(hub, r), lambda r=r: _PassEvaluator(0.02, passes[r])))
+               for r in hub.workers]
+    for t in threads:
+        t.start()
+    master = Master(hub, "abc", task_timeout_s=30)
+    master.setup(Setup({}, True))
+    out = master.run_round(0, np.zeros((24, 3)), [f"c{i}" for i in range(24)], "train",
+                           np.arange(5), "accuracy")
+    master.stop("done")
+    for t in threads:
+        t.join(timeout=10)
+    assert out.fitness.tolist() == [float(i) for i in range(24)]
+    sizes = passes[1] + passes[2]
+    assert sum(sizes) == 24 and max(sizes) == 4 and len(sizes) < 12  # several candidates per pass
+    assert master.capacity == {1: 8, 2: 8}  # two passes' worth held per worker

@@ -62,6 +62,7 @@ class Engine(Protocol):
     """What the runtime needs of an engine (vLLM, transformers, or a test stand-in)."""
 
     name: str
+    candidates_per_pass: int  # candidates one generate() runs together for about one pass's cost
 
     def generate(self, prompts: Sequence[str], candidates: Sequence[Any] = (None,),
                  sampling: SamplingSettings | None = None) -> list[list[list[Completion]]]:

@@ -49,6 +49,9 @@ class TransformersEngine:
     """A transformers causal LM loaded once; candidates applied per row group by forward hooks."""
 
     name = "transformers"
+    # It can batch candidates as rows, but a pass then costs in proportion to its rows (on the
+    # CPU, where this engine is mostly used): the runtime hands it one candidate at a time.
+    candidates_per_pass = 1
 
     def __init__(self, model_path: str | Path, model_cfg, engine_cfg, *, max_batch_rows: int = 64,
                  threads: int = 0, device: str | None = None):

@@ -97,6 +97,11 @@ class VLLMEngine:
             model = self._driver_model()
             self.merged = MergedWeights(model, self.model_path, list(lora_modules), self.on_cpu)
 
+    @property
+    def candidates_per_pass(self) -> int:
+        """Candidates one engine pass runs together: max_loras in adapter mode, 1 when merged."""
+        return self.max_loras if self.mode == "adapter" else 1
+
     def set_mode(self, mode: str) -> None:
         """Switch between 'adapter' and 'merged' (only for an engine built with both_modes)."""
         if mode != self.mode and not self.both_modes:

@@ -54,19 +54,32 @@ class EngineEvaluator:
         return LoraCandidate(self.space.materialize(s), dict(self.space.adapter.config),
                              name=f"g{rnd.generation}-{rnd.labels[row]}")
 
+    @property
+    def tasks_per_pass(self) -> int:
+        """Candidates the engine runs in one pass for about the cost of one (vLLM adapter mode:
+        engine.max_loras; merged mode: 1)."""
+        return max(1, int(getattr(self.engine, "candidates_per_pass", 1)))
+
     def score(self, rnd: Round, task: Task) -> tuple[list[float], dict]:
         """Fitness of each of the task's items under its row's candidate, and stats."""
+        return self.score_pass(rnd, [task])[0]
+
+    def score_pass(self, rnd: Round, tasks: list[Task]) -> list[tuple[list[float], dict]]:
+        """Several tasks on the same items in one engine pass (every candidate answers every
+        prompt); per task, the fitness of each item and stats (seconds: its share of the pass)."""
         from essa.fitness import score_candidates
         t0 = time.time()
-        ids = [int(i) for i in rnd.item_ids[task.start:task.stop]]
+        first = tasks[0]
+        ids = [int(i) for i in rnd.item_ids[first.start:first.stop]]
         split = self.task.split(rnd.split)
         examples = [split[i] for i in ids]
         prompts = [self._prompt_list(rnd.split)[i] for i in ids]
-        (result,) = score_candidates(self.engine, [self.candidate(rnd, task)], examples, prompts,
-                                     self.reward, rnd.kind, self.sampling,
-                                     self.config.fitness.hybrid_weight)
-        return result.item_scores, {"accuracy": result.accuracy, "loglik": result.loglik,
-                                "tokens": result.tokens, "seconds": round(time.time() - t0, 3)}
+        results = score_candidates(self.engine, [self.candidate(rnd, t) for t in tasks], examples,
+                                   prompts, self.reward, rnd.kind, self.sampling,
+                                   self.config.fitness.hybrid_weight)
+        seconds = round((time.time() - t0) / len(tasks), 3)
+        return [(r.item_scores, {"accuracy": r.accuracy, "loglik": r.loglik, "tokens": r.tokens,
+                                 "seconds": seconds}) for r in results]
 
     def close(self) -> None:
         self.engine.close()

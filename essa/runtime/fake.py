@@ -8,6 +8,8 @@ row is a pure function of the vector and the item ids, the same on every rank:
 
 Fault injection for tests, from the environment: ``ESSA_FAKE_FAULT=<what>:<generation>:<row>``
 with what = raise (an exception), exit (the process dies), nan (a non-finite fitness) or hang.
+``ESSA_FAKE_PASS=K`` makes it score up to K tasks per "engine pass" (one sleep for all), like
+vLLM's adapter mode.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ def fake_quality(x: np.ndarray) -> float:
 
 
 class FakeEvaluator:
-    """Scores rows with :func:`fake_quality`; sleeps ``runtime.fake_delay_s`` per task."""
+    """Scores rows with :func:`fake_quality`; sleeps ``runtime.fake_delay_s`` per engine pass."""
 
     def __init__(self, config):
         self.delay = config.runtime.fake_delay_s
         self.fault = os.environ.get("ESSA_FAKE_FAULT", "")
+        self.tasks_per_pass = int(os.environ.get("ESSA_FAKE_PASS", "1"))
         self.checksum = ""
 
     def prepare(self, setup: Setup) -> None:
@@ -53,9 +56,16 @@ class FakeEvaluator:
             time.sleep(3600)
         return what == "nan"
 
-    def score(self, rnd: Round, task: Task) -> tuple[np.ndarray | float, dict]:
+    def score_pass(self, rnd: Round, tasks: list[Task]) -> list[tuple[np.ndarray | float, dict]]:
+        """Several tasks for the time of one."""
         if self.delay:
             time.sleep(self.delay)
+        return [self._score(rnd, t) for t in tasks]
+
+    def score(self, rnd: Round, task: Task) -> tuple[np.ndarray | float, dict]:
+        return self.score_pass(rnd, [task])[0]
+
+    def _score(self, rnd: Round, task: Task) -> tuple[np.ndarray | float, dict]:
         if self._inject(rnd, task):
             return float("nan"), {"tokens": 0, "seconds": self.delay}
         ids = np.asarray(rnd.item_ids[task.start:task.stop])

@@ -50,6 +50,7 @@ class Master:
         self.min_task_items = min_task_items
         self.should_abandon = should_abandon
         self.ready: list[int] = []
+        self.capacity: dict[int, int] = {}  # tasks a worker may hold: two engine passes' worth
         self._round_id = 0
         self._started = time.time()
 
@@ -81,18 +82,18 @@ class Master:
 
     def _dispatch(self, tasks: RoundTasks) -> None:
         """Give every idle worker a task; while more tasks wait than there are workers, also
-        queue a second one behind a running task, so a worker starts its next candidate the
-        moment it sends a result instead of after a round trip (the tail stays dynamic)."""
-        while True:
+        queue more behind a running one (up to two engine passes' worth, the fewest-held worker
+        first), so a worker starts its next pass the moment it sends its results instead of after
+        a round trip, and a worker that scores several candidates per pass has them at hand. The
+        tail stays dynamic: the last tasks go one at a time to whichever worker is free."""
+        while tasks.tasks:
             rank = next((r for r in self.ready if tasks.held(r) == 0), None)
             if rank is None and len(tasks.tasks) > len(self.ready):
-                rank = next((r for r in self.ready if tasks.held(r) == 1), None)
+                open_ranks = [r for r in self.ready if tasks.held(r) < self.capacity.get(r, 2)]
+                rank = min(open_ranks, key=tasks.held, default=None)
             if rank is None:
                 return
-            task = tasks.assign(rank)
-            if task is None:
-                return
-            self.transport.send(rank, task)
+            self.transport.send(rank, tasks.assign(rank))
 
     def _handle(self, msg, tasks: RoundTasks, labels: list[str]) -> None:
         if isinstance(msg, Hello):
@@ -102,6 +103,7 @@ class Master:
             log.info("worker rank %d ready on %s after %.0f s", msg.rank, msg.host,
                      time.time() - self._started)
             self.ready.append(msg.rank)
+            self.capacity[msg.rank] = 2 * max(1, msg.tasks_per_pass)
         elif isinstance(msg, Failure):
             what = f"candidate {msg.row} ({labels[msg.row]})" if 0 <= msg.row < len(labels) else "no candidate"
             raise WorkerFailure(f"worker rank {msg.rank} failed in generation {msg.generation}, "

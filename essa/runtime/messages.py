@@ -32,6 +32,7 @@ class Hello:
     rank: int
     checksum: str
     host: str = ""
+    tasks_per_pass: int = 1  # tasks of one slice the worker scores in one engine pass
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Moving messages between master and workers: MPI point-to-point, or queues inside one process.
 
 The master's side has ``workers``, ``send(rank, msg)``, ``broadcast(msg)`` and ``poll(timeout)``;
-a worker's side has ``rank``, ``send(msg)`` and ``recv()``. Nothing here knows what the messages mean.
+a worker's side has ``rank``, ``send(msg)``, ``recv()`` and ``try_recv()``. Nothing here knows
+what the messages mean.
 
 Why polling: MPICH spins while a blocking receive waits. With more ranks than cores (tests,
 benchmarks, a master beside its workers) the spinning ranks would starve the ones doing work, so
@@ -102,6 +103,12 @@ class MpiWorker:
             backoff.sleep()
         return self.comm.recv(source=0, tag=self._mpi.ANY_TAG)
 
+    def try_recv(self):
+        """The next message from the master if one is already here, else None."""
+        if self.comm.iprobe(source=0, tag=self._mpi.ANY_TAG):
+            return self.comm.recv(source=0, tag=self._mpi.ANY_TAG)
+        return None
+
     def flush(self, timeout: float = 5.0) -> None:
         deadline, backoff = time.time() + timeout, _Backoff()
         while self._pending and time.time() < deadline:
@@ -150,6 +157,12 @@ class LocalWorker:
 
     def recv(self):
         return self._in.get()
+
+    def try_recv(self):
+        try:
+            return self._in.get_nowait()
+        except queue.Empty:
+            return None
 
     def flush(self, timeout: float = 5.0) -> None:
         pass

@@ -1,7 +1,9 @@
 """The worker's loop: load the engine, rebuild the search space, then score tasks until Stop.
 
 An evaluator's ``score(round, task)`` returns the fitness of each of the task's items (or one
-number for all) and a stats dict. Any exception becomes a :class:`Failure` message naming this rank, the candidate and the cause,
+number for all) and a stats dict. An evaluator whose engine runs several candidates in one pass
+has ``tasks_per_pass`` > 1 and ``score_pass(round, tasks)``: the worker then scores the tasks
+already waiting for the same prompts together. Any exception becomes a :class:`Failure` message naming this rank, the candidate and the cause,
 so the master can stop the job with a useful message instead of hanging.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import traceback
+from collections import deque
 
 import numpy as np
 
@@ -38,7 +41,8 @@ def run_worker(transport, make_evaluator) -> int:
         transport.send(Failure(rank, -1, -1, f"start-up failed: {_cause(exc)}"))
         transport.flush()
         return 1
-    transport.send(Hello(rank, evaluator.checksum, socket.gethostname()))
+    transport.send(Hello(rank, evaluator.checksum, socket.gethostname(),
+                         max(1, int(getattr(evaluator, "tasks_per_pass", 1)))))
     status = _serve(transport, evaluator, rank)
     evaluator.close()
     transport.flush()
@@ -47,21 +51,52 @@ def run_worker(transport, make_evaluator) -> int:
 
 def _serve(transport, evaluator, rank: int) -> int:
     current: Round | None = None
+    backlog: deque = deque()  # messages read ahead while gathering a pass, in arrival order
+    per_pass = max(1, int(getattr(evaluator, "tasks_per_pass", 1)))
+
+    def next_message(block: bool):
+        if backlog:
+            return backlog.popleft()
+        return transport.recv() if block else transport.try_recv()
+
     while True:
-        msg = transport.recv()
+        msg = next_message(block=True)
         if isinstance(msg, Stop):
             return 0
         if isinstance(msg, Round):
             current = msg
         elif isinstance(msg, Task):
-            try:
-                scores, stats = evaluator.score(current, msg)
-                scores = per_item_scores(scores, msg.stop - msg.start)
-            except Exception as exc:  # noqa: BLE001
-                transport.send(Failure(rank, msg.generation, msg.row, _cause(exc)))
-                continue  # the master stops the job; keep listening for its Stop
-            transport.send(Result(msg.round_id, msg.generation, msg.row, msg.start, msg.stop,
-                                  rank, scores, stats))
+            group = [msg]
+            while len(group) < per_pass:  # tasks already here that can share the engine pass
+                extra = next_message(block=False)
+                if extra is None:
+                    break
+                if not (isinstance(extra, Task) and _same_slice(extra, msg)):
+                    backlog.appendleft(extra)  # keep the order of what could not join
+                    break
+                group.append(extra)
+            _score_pass(transport, evaluator, current, group, rank)
+
+
+def _same_slice(a: Task, b: Task) -> bool:
+    return (a.round_id, a.start, a.stop) == (b.round_id, b.start, b.stop)
+
+
+def _score_pass(transport, evaluator, rnd: Round, group: list[Task], rank: int) -> None:
+    """Score the tasks of ``group`` (one slice of one round) in one engine pass; one Result each."""
+    try:
+        if len(group) == 1:
+            answers = [evaluator.score(rnd, group[0])]
+        else:
+            answers = evaluator.score_pass(rnd, group)
+        answers = [(per_item_scores(scores, t.stop - t.start), stats)
+                   for t, (scores, stats) in zip(group, answers, strict=True)]
+    except Exception as exc:  # noqa: BLE001
+        others = f" (in one pass with candidates {[t.row for t in group]})" if len(group) > 1 else ""
+        transport.send(Failure(rank, group[0].generation, group[0].row, _cause(exc) + others))
+        return  # the master stops the job; keep listening for its Stop
+    for t, (scores, stats) in zip(group, answers):
+        transport.send(Result(t.round_id, t.generation, t.row, t.start, t.stop, rank, scores, stats))
 
 
 def per_item_scores(scores, n_items: int) -> np.ndarray:
