@@ -116,6 +116,23 @@ def test_merged_restore_is_bit_exact(vllm_engine, small_adapter, demo_model):
             assert torch.equal(engine.merged.current_weight(layer, "o_proj"), o)
 
 
+def test_merged_mode_never_reuses_prompt_blocks_cached_under_other_weights(vllm_engine, small_adapter):
+    # Prompts of several KV blocks: vLLM's prefix cache would hand a candidate the base model's
+    # (or the previous candidate's) keys and values for them unless merged mode resets it.
+    engine = vllm_engine
+    block = engine.llm.llm_engine.vllm_config.cache_config.block_size
+    facts = " ".join(f"Fact {i}: {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(block // 3))
+    prompts = [f"{facts} Question: what is 3 + 4? Answer:", f"{facts} Question: name a colour. Answer:"]
+    assert len(engine.tokenizer(prompts[0])["input_ids"]) > 2 * block
+    strong = candidates(small_adapter, [5.0])[0]
+    base = texts(engine.generate(prompts, [None], GREEDY)[0])
+    after_base = texts(engine.generate(prompts, [strong], GREEDY)[0])
+    engine.llm.reset_prefix_cache()
+    clean = texts(engine.generate(prompts, [strong], GREEDY)[0])
+    assert after_base == clean and clean != base
+    assert texts(engine.generate(prompts, [None], GREEDY)[0]) == base
+
+
 def test_score_continuations_prefers_the_likely_text(vllm_engine, small_adapter):
     engine = vllm_engine
     greedy = texts(engine.generate(PROMPTS[:2], [None], GREEDY)[0])

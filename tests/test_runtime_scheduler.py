@@ -232,7 +232,8 @@ class _PassEvaluator(_SleepEvaluator):
 
 def test_a_worker_scores_the_tasks_waiting_for_the_same_prompts_in_one_pass():
     hub, passes = _Hub(2), {1: [], 2: []}
-    threads = [threading.Thread(target=run_worker, args=(_Side(hub, r), lambda r=r: _PassEvaluator(0.02, passes[r])))
+    threads = [threading.Thread(target=run_worker,
+                                args=(_Side(hub, r), lambda r=r: _PassEvaluator(0.02, passes[r])))
                for r in hub.workers]
     for t in threads:
         t.start()

@@ -65,8 +65,8 @@ class Master:
         self._round_id += 1
         rnd = Round(self._round_id, generation, labels, split, item_ids, kind)
         self.transport.broadcast(rnd)
-        # Fixed-size chunks, not one per worker: the sums (and so the metrics) do not depend on
-        # the number of ranks, which keeps a resumed run with other ranks bit-identical.
+        # Evaluations: fixed chunks of EVAL_CHUNK items, so several workers share a few vectors.
+        # The fitness is the mean of per-item scores, whatever the chunks and the number of ranks.
         parts = -(-len(item_ids) // EVAL_CHUNK) if split_rows else 1
         tasks = RoundTasks.build(rnd.round_id, generation, vectors, split_items(len(item_ids), parts),
                                  workers=len(self.transport.workers), min_items=self.min_task_items)

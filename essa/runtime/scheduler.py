@@ -5,10 +5,11 @@ and asks it what to send. A worker may hold a second, queued task (see ``Master.
 ``running`` keeps each rank's tasks in order, the first one being evaluated.
 
 The end of a round (guided self-scheduling): with ``min_items`` > 0 a task never holds more than
-the waiting items / workers, but at least ``min_items`` (nor leaves a rest smaller). While many candidates wait this is a
-whole candidate; at the end the last candidates are cut into slices of their items, so idle
-workers share them instead of waiting for one worker's last whole candidate. The cuts depend only
-on the order of hand-outs and the number of workers, never on timing.
+the waiting items / workers, but at least ``min_items`` (and it leaves no smaller rest). While
+many candidates wait this is a whole candidate; at the end the last candidates are cut into
+slices of their items, so idle workers share them instead of waiting for one worker's last whole
+candidate. The cuts depend only on the order of hand-outs and the number of workers, never on
+timing.
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ class MpiMaster:
 
     def poll(self, timeout: float = 0.0):
         """The next message from any worker, or None after ``timeout`` seconds."""
-        deadline, backoff, status = time.time() + timeout, _Backoff(float("inf"), MASTER_SLEEP_S), self._mpi.Status()
+        deadline, status = time.time() + timeout, self._mpi.Status()
+        backoff = _Backoff(float("inf"), MASTER_SLEEP_S)
         while True:
             if self.comm.iprobe(source=self._mpi.ANY_SOURCE, tag=self._mpi.ANY_TAG, status=status):
                 return self.comm.recv(source=status.Get_source(), tag=status.Get_tag())

@@ -3,8 +3,9 @@
 An evaluator's ``score(round, task)`` returns the fitness of each of the task's items (or one
 number for all) and a stats dict. An evaluator whose engine runs several candidates in one pass
 has ``tasks_per_pass`` > 1 and ``score_pass(round, tasks)``: the worker then scores the tasks
-already waiting for the same prompts together. Any exception becomes a :class:`Failure` message naming this rank, the candidate and the cause,
-so the master can stop the job with a useful message instead of hanging.
+already waiting for the same prompts together. Any exception becomes a :class:`Failure` message
+naming this rank, the candidate and the cause, so the master can stop the job with a useful
+message instead of hanging.
 """
 
 from __future__ import annotations
