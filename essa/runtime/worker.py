@@ -42,8 +42,7 @@ def run_worker(transport, make_evaluator) -> int:
         transport.send(Failure(rank, -1, -1, f"start-up failed: {_cause(exc)}"))
         transport.flush()
         return 1
-    transport.send(Hello(rank, evaluator.checksum, socket.gethostname(),
-                         max(1, int(getattr(evaluator, "tasks_per_pass", 1)))))
+    transport.send(Hello(rank, evaluator.checksum, socket.gethostname(), _tasks_per_pass(evaluator)))
     status = _serve(transport, evaluator, rank)
     evaluator.close()
     transport.flush()
@@ -53,7 +52,7 @@ def run_worker(transport, make_evaluator) -> int:
 def _serve(transport, evaluator, rank: int) -> int:
     current: Round | None = None
     backlog: deque = deque()  # messages read ahead while gathering a pass, in arrival order
-    per_pass = max(1, int(getattr(evaluator, "tasks_per_pass", 1)))
+    per_pass = _tasks_per_pass(evaluator)
 
     def next_message(block: bool):
         if backlog:
@@ -77,6 +76,11 @@ def _serve(transport, evaluator, rank: int) -> int:
                     break
                 group.append(extra)
             _score_pass(transport, evaluator, current, group, rank)
+
+
+def _tasks_per_pass(evaluator) -> int:
+    """Tasks the evaluator scores in one engine pass (1 unless it says more)."""
+    return max(1, int(getattr(evaluator, "tasks_per_pass", 1)))
 
 
 def _same_slice(a: Task, b: Task) -> bool:
