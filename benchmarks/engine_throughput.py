@@ -29,7 +29,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--candidates", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--modes", nargs="+", default=["merged", "adapter"], choices=["merged", "adapter"])
+    parser.add_argument("--modes", nargs="+", default=["merged", "adapter"], choices=["auto", "merged", "adapter", "adapter-vllm-ops"],
+                        help="auto: the default (on the CPU build merged for one candidate, adapter "
+                             "for several); adapter-vllm-ops: adapter mode with vLLM's own CPU LoRA "
+                             "ops instead of essa.engines.vllm_cpu_lora (same engine, ops swapped)")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (skip torch.compile)")
     parser.add_argument("--repeats", type=int, default=1, help="paired plain/ESSA measurements per cell")
@@ -41,6 +44,7 @@ def main() -> None:
     from essa.config import EngineConfig, ModelConfig, RunConfig
     from essa.data import build_prompts, load_task
     from essa.engines.base import LoraCandidate, SamplingSettings
+    from essa.engines import vllm_cpu_lora
     from essa.engines.vllm_engine import VLLMEngine
     from essa.models import prepare_demo_model
 
@@ -58,15 +62,27 @@ def main() -> None:
                            max_loras=max(args.candidates))
         return VLLMEngine(model, ModelConfig(path=str(model)), cfg)
 
-    def timed(eng, prompts, cands):
+    def timed(eng, prompts, cands, mode="merged"):
+        vllm_ops = mode == "adapter-vllm-ops"
+        if eng.both_modes:  # the CPU LoRA engine runs adapter, auto and adapter-vllm-ops
+            eng.set_mode({"auto": auto_mode}.get(mode, "adapter"))
+        if vllm_ops:
+            vllm_cpu_lora.uninstall()
         t = time.perf_counter()
-        out = eng.generate(prompts, cands, sampling)
-        seconds = time.perf_counter() - t
+        try:
+            out = eng.generate(prompts, cands, sampling)
+        finally:
+            seconds = time.perf_counter() - t
+            if vllm_ops:
+                vllm_cpu_lora.install()
         return sum(c[0].num_tokens for per in out for c in per) / seconds, seconds
 
     engines = {"merged": engine("merged")}  # plain generation runs on the LoRA-free engine
-    if "adapter" in args.modes:
-        engines["adapter"] = engine("adapter")
+    auto_mode = "merged"
+    if {"auto", "adapter", "adapter-vllm-ops"} & set(args.modes):
+        lora = engine("auto")  # LoRA on; on the CPU build also merged weights (hybrid)
+        auto_mode = lora.mode
+        engines.update({"auto": lora, "adapter": lora, "adapter-vllm-ops": lora})
     rows = []
     for b in args.batch_sizes:
         prompts = build_prompts(engines["merged"].tokenizer, task.split("validation")[:b], task.instruction)
@@ -78,10 +94,10 @@ def main() -> None:
             for _ in range(args.repeats):
                 plain.append(timed(engines["merged"], prompts * k, [None]))
                 for mode in args.modes:
-                    essa[mode].append(timed(engines[mode], prompts, cands))
+                    essa[mode].append(timed(engines[mode], prompts, cands, mode))
             for mode in args.modes:
                 ratios = [e[0] / p[0] for e, p in zip(essa[mode], plain)]
-                row = {"mode": mode, "B": b, "K": k, "repeats": args.repeats,
+                row = {"mode": mode if mode != "auto" else f"auto ({auto_mode})", "B": b, "K": k, "repeats": args.repeats,
                        "plain_tok_s": round(float(np.median([p[0] for p in plain])), 1),
                        "essa_tok_s": round(float(np.median([e[0] for e in essa[mode]])), 1),
                        "ratio": round(float(np.median(ratios)), 3),
@@ -112,6 +128,7 @@ def main() -> None:
             "materialize_write_share": round(materialize_write / eval_s, 4)}
     if "adapter" in engines:
         eng = engines["adapter"]
+        eng.set_mode("adapter")
         t = time.perf_counter()
         for _ in range(5):
             entry = eng._load_adapter(cand)
@@ -124,7 +141,7 @@ def main() -> None:
     print(json.dumps(swap), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "swap": swap}, indent=2))
-    for eng in engines.values():
+    for eng in {id(e): e for e in engines.values()}.values():
         eng.close()
 
 

@@ -34,5 +34,21 @@ def test_peft_and_vllm_agree_on_a_materialized_candidate(demo_model, small_adapt
     # The candidate must matter, and both loaders must read it the same way.
     base_outs = vllm_lora_engine.generate(PROMPTS, [None], SamplingSettings(max_tokens=8))[0]
     assert [c[0].text for c in base_outs] != [c[0].text for c in outs]
+    # Greedy tokens: bf16 vLLM against float32 peft can flip a near-tie, not a misread adapter.
     agree = sum(p[:4] == v[:4] for p, v in zip(peft_tokens, vllm_tokens))
-    assert agree == len(PROMPTS), (peft_tokens, vllm_tokens)
+    assert agree >= len(PROMPTS) - 1, (peft_tokens, vllm_tokens)
+    # Log-likelihoods of peft's own greedy continuations, no ties involved: vLLM with the adapter
+    # agrees with peft to bf16 precision, and far better than the base model does.
+    texts = [tok.decode(t) for t in peft_tokens]
+    peft_logprob = []
+    for prompt, tokens in zip(PROMPTS, peft_tokens):
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        full = torch.cat([ids, torch.tensor([tokens])], 1)
+        with torch.no_grad():
+            logits = model(full).logits[0, ids.shape[1] - 1:-1].log_softmax(-1)
+        peft_logprob.append(float(logits.gather(1, torch.tensor(tokens)[:, None]).sum()))
+    with_adapter, base = vllm_lora_engine.score_continuations(PROMPTS, texts, [folder, None])
+    for p, a, b in zip(peft_logprob, with_adapter, base):
+        assert abs(a.logprob - p) < 0.15 + 0.05 * abs(p), (peft_logprob, with_adapter)
+    assert sum(abs(b.logprob - p) for p, b in zip(peft_logprob, base)) > \
+        3 * sum(abs(a.logprob - p) for p, a in zip(peft_logprob, with_adapter))

@@ -26,8 +26,12 @@ def texts(per_prompt):
 
 def test_mode_rules_and_rank_rounding():
     assert vllm_lora_rank(2) == 8 and vllm_lora_rank(8) == 8 and vllm_lora_rank(20) == 32
-    assert resolve_mode("auto", "none", on_cpu=True) == "merged"
+    assert resolve_mode("auto", "none", on_cpu=True) == "hybrid"
+    assert resolve_mode("auto", "none", on_cpu=True, tensor_parallel_size=2) == "adapter"
+    assert resolve_mode("auto", "none", on_cpu=False) == "adapter"
     assert resolve_mode("auto", "int4", on_cpu=False) == "adapter"
+    with pytest.raises(ValueError, match="tensor_parallel_size"):
+        resolve_mode("merged", "none", on_cpu=False, tensor_parallel_size=2)
     with pytest.raises(ValueError, match="merged needs dense base weights"):
         resolve_mode("merged", "int4", on_cpu=False)
 
@@ -146,6 +150,38 @@ def test_score_continuations_prefers_the_likely_text(vllm_engine, small_adapter)
     assert scores[1][0].logprob != base[0].logprob  # the candidate changes the likelihood
 
 
-def test_lora_engine_refuses_prompt_logprobs_on_cpu(vllm_lora_engine):
-    with pytest.raises(ValueError, match="engine.mode=merged"):
-        vllm_lora_engine.score_continuations(PROMPTS[:1], ["x"], [None])
+def test_adapter_mode_log_likelihoods_agree_with_merged_mode(vllm_lora_engine, small_adapter):
+    """Prompt log-probabilities with LoRA enabled on the CPU build (vLLM's own CPU ops failed on
+    them): the base model's equal those of a LoRA-free pass exactly, a candidate's agree with
+    merged mode to bf16 rounding."""
+    engine = vllm_lora_engine
+    conts = ["3 + 4 = 7. The answer is 7.", "zebra violin carpet"]
+    cands = [None, *candidates(small_adapter, [3.0])]
+    engine.set_mode("merged")
+    merged = engine.score_continuations(PROMPTS[:2], conts, cands)
+    engine.set_mode("adapter")
+    adapter = engine.score_continuations(PROMPTS[:2], conts, cands)
+    for m, a in zip(merged[0], adapter[0]):
+        assert a.num_tokens == m.num_tokens and a.logprob == pytest.approx(m.logprob, rel=1e-6)
+    assert [s.logprob for s in adapter[1]] != [s.logprob for s in adapter[0]]
+    for m, a in zip(merged[1], adapter[1]):
+        assert a.logprob == pytest.approx(m.logprob, rel=0.03, abs=0.3)
+
+
+def test_hybrid_mode_runs_one_candidate_merged_and_several_as_adapters(vllm_lora_engine, small_adapter):
+    engine = vllm_lora_engine
+    engine.set_mode("hybrid")
+    used = []
+    originals = engine._adapter_passes, engine.merged.apply
+    engine._adapter_passes = lambda *a: used.append("adapter") or originals[0](*a)
+    engine.merged.apply = lambda *a: used.append("merged") or originals[1](*a)
+    try:
+        cands = candidates(small_adapter, [2.0, 2.5])
+        assert engine.candidates_per_pass == engine.max_loras
+        one = engine.generate(PROMPTS[:2], cands[:1], GREEDY)
+        two = engine.generate(PROMPTS[:2], cands, GREEDY)
+    finally:
+        engine._adapter_passes, engine.merged.apply = originals
+        engine.set_mode("adapter")
+    assert used == ["merged", "adapter"]
+    assert len(one) == 1 and len(two) == 2 and all(len(per) == 2 for per in two)

