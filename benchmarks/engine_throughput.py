@@ -45,7 +45,7 @@ def main() -> None:
     from essa.data import build_prompts, load_task
     from essa.engines.base import LoraCandidate, SamplingSettings
     from essa.engines import vllm_cpu_lora
-    from essa.engines.vllm_engine import VLLMEngine
+    from essa.engines.vllm_engine import VLLMEngine, resolve_mode
     from essa.models import prepare_demo_model
 
     model = prepare_demo_model(check=False)
@@ -78,11 +78,14 @@ def main() -> None:
         return sum(c[0].num_tokens for per in out for c in per) / seconds, seconds
 
     engines = {"merged": engine("merged")}  # plain generation runs on the LoRA-free engine
-    auto_mode = "merged"
+    from vllm.platforms import current_platform
+    on_cpu = current_platform.is_cpu()
+    auto_mode = resolve_mode("auto", "none", on_cpu, eager=args.eager)
     if {"auto", "adapter", "adapter-vllm-ops"} & set(args.modes):
-        lora = engine("auto")  # LoRA on; on the CPU build also merged weights (hybrid)
-        auto_mode = lora.mode
+        lora = engine("hybrid" if on_cpu else "adapter")  # LoRA on; on the CPU also merged weights
         engines.update({"auto": lora, "adapter": lora, "adapter-vllm-ops": lora})
+    if auto_mode == "merged":
+        engines["auto"] = engines["merged"]
     rows = []
     for b in args.batch_sizes:
         prompts = build_prompts(engines["merged"].tokenizer, task.split("validation")[:b], task.instruction)

@@ -26,7 +26,10 @@ def texts(per_prompt):
 
 def test_mode_rules_and_rank_rounding():
     assert vllm_lora_rank(2) == 8 and vllm_lora_rank(8) == 8 and vllm_lora_rank(20) == 32
-    assert resolve_mode("auto", "none", on_cpu=True) == "hybrid"
+    assert resolve_mode("auto", "none", on_cpu=True, eager=True) == "hybrid"
+    assert resolve_mode("auto", "none", on_cpu=True, eager=False) == "merged"
+    with pytest.raises(ValueError, match="hybrid needs dense base weights"):
+        resolve_mode("hybrid", "fp8", on_cpu=True)
     assert resolve_mode("auto", "none", on_cpu=True, tensor_parallel_size=2) == "adapter"
     assert resolve_mode("auto", "none", on_cpu=False) == "adapter"
     assert resolve_mode("auto", "int4", on_cpu=False) == "adapter"

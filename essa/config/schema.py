@@ -185,11 +185,12 @@ class EngineConfig:
                              "process or machine.")
     tensor_parallel_size: int = _f(1, "GPUs per engine (for 70B-class models).")
     seed: int = _f(0, "Engine sampling seed.")
-    mode: Literal["auto", "adapter", "merged"] = _f(
+    mode: Literal["auto", "adapter", "merged", "hybrid"] = _f(
         "auto", "How a candidate is applied (vLLM): 'adapter' (LoRA kernels, several candidates per "
         "pass, needed for quantized models), 'merged' (delta added into the base weights and "
-        "restored exactly, one candidate per pass), 'auto' (on the CPU build with dense weights: "
-        "merged for a pass of one candidate, adapter for several; else adapter).")
+        "restored exactly, one candidate per pass), 'hybrid' (merged for a pass of one candidate, "
+        "adapter for several), 'auto' (CPU build with dense weights: hybrid when enforce_eager, "
+        "else merged; otherwise adapter).")
     max_loras: int = _f(8, "Adapter mode: most candidates (LoRA adapters) in one engine pass.")
     adapter_dir: str = _f("", "Adapter mode: folder for candidate adapters (default /dev/shm).")
     enforce_eager: bool = _f(False, "vLLM: skip torch.compile / graph capture. Starts in seconds "

@@ -6,11 +6,12 @@
   through :mod:`essa.engines.vllm_cpu_lora` (vLLM's own CPU ops ran at 0.1-0.2 of plain speed).
 - merged mode: the candidate's delta is added into the base weights, one candidate per pass, then
   the original weights are restored exactly (see :mod:`essa.engines.vllm_merged`).
-- hybrid (what ``auto`` is on the CPU build with dense weights): both ready; a call with one
-  candidate runs merged (plain speed), a call with several runs them together in adapter mode
-  (K x B requests per pass keep the CPU busier than K passes of B).
-- auto elsewhere: adapter where the base model is quantized (no dense weights to merge into), on
-  GPUs, and with tensor parallelism.
+- hybrid: both ready; a call with one candidate runs merged (plain speed), a call with several
+  runs them together in adapter mode (K x B requests per pass keep the CPU busier than K passes
+  of B). Faster than merged on the CPU build in eager mode, slower with torch.compile.
+- auto: on the CPU build with dense weights hybrid in eager mode and merged with torch.compile;
+  adapter where the base model is quantized (no dense weights to merge into), on GPUs, and with
+  tensor parallelism.
 
 The engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): one process per MPI
 rank and the model's weights are reachable for merged mode.
@@ -36,19 +37,23 @@ def vllm_lora_rank(rank: int) -> int:
     raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest supported rank {VLLM_LORA_RANKS[-1]}")
 
 
-def resolve_mode(mode: str, quantization: str, on_cpu: bool, tensor_parallel_size: int = 1) -> str:
-    """The concrete candidate mode for ``engine.mode``; impossible combinations fail here."""
-    if mode == "merged" and quantization != "none":
-        raise ValueError(f"engine.mode=merged needs dense base weights; model.quantization="
+def resolve_mode(mode: str, quantization: str, on_cpu: bool, tensor_parallel_size: int = 1,
+                 eager: bool = False) -> str:
+    """The concrete candidate mode for ``engine.mode``; impossible combinations fail here.
+
+    ``auto`` on the CPU build with dense weights: hybrid in eager mode, merged with torch.compile
+    (measured: benchmarks/RESULTS.md, "Own CPU LoRA product and the hybrid default")."""
+    if mode in ("merged", "hybrid") and quantization != "none":
+        raise ValueError(f"engine.mode={mode} needs dense base weights; model.quantization="
                          f"{quantization!r} works only with engine.mode=adapter")
-    if mode == "merged" and tensor_parallel_size > 1:
-        raise ValueError("engine.mode=merged does not support tensor_parallel_size > 1 yet; use "
+    if mode in ("merged", "hybrid") and tensor_parallel_size > 1:
+        raise ValueError(f"engine.mode={mode} does not support tensor_parallel_size > 1 yet; use "
                          "engine.mode=adapter")
     if mode != "auto":
         return mode
     if quantization != "none" or tensor_parallel_size > 1 or not on_cpu:
         return "adapter"
-    return "hybrid"
+    return "hybrid" if eager else "merged"
 
 
 class VLLMEngine:
@@ -74,7 +79,8 @@ class VLLMEngine:
         if quant == "int4" and self.on_cpu:
             raise ValueError("model.quantization=int4 (bitsandbytes) needs vLLM on a CUDA GPU; on the "
                              "CPU use engine.backend=transformers")
-        self.mode = resolve_mode(engine_cfg.mode, quant, self.on_cpu, engine_cfg.tensor_parallel_size)
+        self.mode = resolve_mode(engine_cfg.mode, quant, self.on_cpu, engine_cfg.tensor_parallel_size,
+                                 engine_cfg.enforce_eager)
         self.model_path = Path(model_path)
         self.max_loras = engine_cfg.max_loras
         kwargs: dict[str, Any] = {}

@@ -147,6 +147,9 @@ class Run:
             return EXIT_FAILURE
         finally:
             self.checkpoints.wait()  # the last checkpoint is committed before any exit
+            if self.checkpoints.skipped:
+                log.info("%d checkpoint(s) skipped: a newer generation's state arrived while the "
+                         "previous one was still being written", self.checkpoints.skipped)
             for sink in self.sinks:
                 sink.close()
         self.master.stop("done")
