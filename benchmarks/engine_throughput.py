@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--candidates", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--modes", nargs="+", default=["merged", "adapter"], choices=["auto", "merged", "adapter", "adapter-vllm-ops"],
-                        help="auto: the default (on the CPU build merged for one candidate, adapter "
-                             "for several); adapter-vllm-ops: adapter mode with vLLM's own CPU LoRA "
+                        help="auto: engine.mode's default (on the CPU build hybrid with --eager, merged "
+                             "without); adapter-vllm-ops: adapter mode with vLLM's own CPU LoRA "
                              "ops instead of essa.engines.vllm_cpu_lora (same engine, ops swapped)")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (skip torch.compile)")

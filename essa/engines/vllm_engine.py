@@ -42,7 +42,7 @@ def resolve_mode(mode: str, quantization: str, on_cpu: bool, tensor_parallel_siz
     """The concrete candidate mode for ``engine.mode``; impossible combinations fail here.
 
     ``auto`` on the CPU build with dense weights: hybrid in eager mode, merged with torch.compile
-    (measured: benchmarks/RESULTS.md, "Own CPU LoRA product and the hybrid default")."""
+    (measured: benchmarks/RESULTS.md, "Own CPU LoRA product and hybrid mode")."""
     if mode in ("merged", "hybrid") and quantization != "none":
         raise ValueError(f"engine.mode={mode} needs dense base weights; model.quantization="
                          f"{quantization!r} works only with engine.mode=adapter")
