@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--candidates", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--modes", nargs="+", default=["merged", "adapter"], choices=["auto", "merged", "adapter", "adapter-vllm-ops"],
+    parser.add_argument("--modes", nargs="+", default=["merged", "adapter"], choices=["auto", "merged", "adapter", "hybrid", "adapter-vllm-ops"],
                         help="auto: engine.mode's default (on the CPU build hybrid with --eager, merged "
                              "without); adapter-vllm-ops: adapter mode with vLLM's own CPU LoRA "
                              "ops instead of essa.engines.vllm_cpu_lora (same engine, ops swapped)")
@@ -65,7 +65,7 @@ def main() -> None:
     def timed(eng, prompts, cands, mode="merged"):
         vllm_ops = mode == "adapter-vllm-ops"
         if eng.both_modes:  # the CPU LoRA engine runs adapter, auto and adapter-vllm-ops
-            eng.set_mode({"auto": auto_mode}.get(mode, "adapter"))
+            eng.set_mode({"auto": auto_mode, "hybrid": "hybrid"}.get(mode, "adapter"))
         if vllm_ops:
             vllm_cpu_lora.uninstall()
         t = time.perf_counter()
@@ -81,9 +81,9 @@ def main() -> None:
     from vllm.platforms import current_platform
     on_cpu = current_platform.is_cpu()
     auto_mode = resolve_mode("auto", "none", on_cpu, eager=args.eager)
-    if {"auto", "adapter", "adapter-vllm-ops"} & set(args.modes):
+    if {"auto", "adapter", "hybrid", "adapter-vllm-ops"} & set(args.modes):
         lora = engine("hybrid" if on_cpu else "adapter")  # LoRA on; on the CPU also merged weights
-        engines.update({"auto": lora, "adapter": lora, "adapter-vllm-ops": lora})
+        engines.update({"auto": lora, "adapter": lora, "hybrid": lora, "adapter-vllm-ops": lora})
     if auto_mode == "merged":
         engines["auto"] = engines["merged"]
     rows = []

@@ -57,14 +57,14 @@ def test_tokens_without_an_adapter_are_left_alone():
         assert torch.allclose(alone.float(), out[t:t + 1].float(), rtol=2 ** -7, atol=0.05)
 
 
-def test_block_diagonal_weights_keep_slices_apart():
+def test_stacked_weights_keep_slices_apart():
     _, lora_a, lora_b, _ = random_layer(slots=2, rank=8, slices=(16, 8))
-    a_all, b_block = stacked_weights(lora_a, lora_b, torch.bfloat16)
-    assert a_all.shape == (2 * 2 * 8, 64) and b_block.shape == (32, 24)
-    assert torch.equal(b_block[:16, 16:], torch.zeros(16, 8, dtype=torch.bfloat16))  # slice 0 -> not slice 1
-    assert torch.equal(b_block[16:, :16], torch.zeros(16, 16, dtype=torch.bfloat16))
-    # Row l*r + j of a slice's block is column j of slot l's B.
-    assert torch.equal(b_block[8 + 3, :16], lora_b[0][1, 0, :, 3])
+    a_all, b_rows = stacked_weights(lora_a, lora_b, torch.bfloat16)
+    assert a_all.shape == (2 * 2 * 8, 64) and [b.shape for b in b_rows] == [(16, 16), (16, 8)]
+    # Slice s, slot l: rows s*L*r + l*r .. of A; row l*r + j of slice s's B is column j of B_l.
+    assert torch.equal(a_all[16 + 8 + 2], lora_a[1][1, 0, 2])
+    assert torch.equal(b_rows[0][8 + 3], lora_b[0][1, 0, :, 3])
+    assert torch.equal(b_rows[1][5], lora_b[1][0, 0, :, 5])
 
 
 def test_wrapper_rebuilds_its_stacked_weights_after_vllm_writes_a_slot():
@@ -101,3 +101,51 @@ def test_engine_uses_our_product_and_agrees_with_vllm_ops(vllm_lora_engine, smal
     pairs = [(a, b) for k in range(2) for a, b in zip(ours[k], theirs[k])]
     assert sum(a == b for a, b in pairs) >= 6, pairs
     assert all(a.split()[:2] == b.split()[:2] for a, b in pairs), pairs
+
+
+class FakePunica:
+    """The two attributes of a PunicaWrapperCPU that our replacement reads."""
+
+    def __init__(self, tokens):
+        self._token_lora_indices = torch.full((tokens + 8,), -1, dtype=torch.long)
+        self.is_prefill, self.no_lora = False, False
+
+
+def test_mask_follows_the_index_buffer_from_step_to_step():
+    """The slot mask is kept per step: writing new indices into vLLM's buffer (as each step
+    does, in place) must change the result, and a step with no adapter leaves y bit-identical."""
+    x, lora_a, lora_b, y = random_layer(tokens=12)
+    punica = FakePunica(12)
+    slices = (96, 32, 32)
+    call = lambda: vllm_cpu_lora._wrapper_add_lora_linear(punica, y.clone(), x, lora_a, lora_b, 1.0, slices)
+    assert torch.equal(call(), y)  # every index -1: nothing added, nothing rounded
+    punica._token_lora_indices[:12].copy_(torch.arange(12) % 4)
+    step1 = call()
+    want1 = add_lora_linear(y.clone(), x, lora_a, lora_b, 1.0, slices, torch.arange(12) % 4)
+    assert torch.equal(step1, want1) and not torch.equal(step1, y)
+    punica._token_lora_indices[:12].copy_((torch.arange(12) + 1) % 4)
+    step2 = call()
+    assert torch.equal(step2, add_lora_linear(y.clone(), x, lora_a, lora_b, 1.0, slices, (torch.arange(12) + 1) % 4))
+    assert not torch.equal(step2, step1)
+
+
+def test_compiled_caller_reads_indices_and_weights_at_run_time():
+    """Under torch.compile the product is one opaque operator: a function traced once must
+    still see new slot indices and new adapter weights on later calls (nothing baked in)."""
+    x, lora_a, lora_b, y = random_layer(tokens=12)
+    punica = FakePunica(12)
+    slices = (96, 32, 32)
+
+    def layer(y, x):
+        return vllm_cpu_lora._wrapper_add_lora_linear(punica, y, x, lora_a, lora_b, 1.0, slices) * 1.0
+
+    compiled = torch.compile(layer, backend="aot_eager", dynamic=True)
+    eager = lambda: add_lora_linear(y.clone(), x, lora_a, lora_b, 1.0, slices, punica._token_lora_indices[:12])
+    punica._token_lora_indices[:12].copy_(torch.arange(12) % 4)
+    assert torch.equal(compiled(y.clone(), x), eager())
+    punica._token_lora_indices[:12].copy_(torch.tensor([3, -1] * 6))  # the next step's mapping
+    assert torch.equal(compiled(y.clone(), x), eager())
+    lora_a[0][3] *= 2  # vLLM loads another adapter into slot 3
+    out = compiled(y.clone(), x)
+    assert torch.equal(out, eager())
+    assert torch.equal(out[1::2], y[1::2])  # tokens without an adapter untouched

@@ -8,7 +8,8 @@
   the original weights are restored exactly (see :mod:`essa.engines.vllm_merged`).
 - hybrid: both ready; a call with one candidate runs merged (plain speed), a call with several
   runs them together in adapter mode (K x B requests per pass keep the CPU busier than K passes
-  of B). Faster than merged on the CPU build in eager mode, slower with torch.compile.
+  of B). On the CPU build faster than merged in eager mode; with torch.compile (kept on for LoRA
+  engines by vllm_cpu_lora) faster for several candidates of small batches, equal at B = 64, K = 8.
 - auto: on the CPU build with dense weights hybrid in eager mode and merged with torch.compile;
   adapter where the base model is quantized (no dense weights to merge into), on GPUs, and with
   tensor parallelism.
@@ -42,7 +43,8 @@ def resolve_mode(mode: str, quantization: str, on_cpu: bool, tensor_parallel_siz
     """The concrete candidate mode for ``engine.mode``; impossible combinations fail here.
 
     ``auto`` on the CPU build with dense weights: hybrid in eager mode, merged with torch.compile
-    (measured: benchmarks/RESULTS.md, "Own CPU LoRA product and hybrid mode")."""
+    (measured: benchmarks/RESULTS.md, "Own CPU LoRA product and hybrid mode" and "LoRA engines
+    keep torch.compile")."""
     if mode in ("merged", "hybrid") and quantization != "none":
         raise ValueError(f"engine.mode={mode} needs dense base weights; model.quantization="
                          f"{quantization!r} works only with engine.mode=adapter")
@@ -94,6 +96,7 @@ class VLLMEngine:
             if self.on_cpu:  # vLLM's CPU LoRA ops copy each token's adapter: see vllm_cpu_lora
                 from essa.engines import vllm_cpu_lora
                 vllm_cpu_lora.install()
+                vllm_cpu_lora.forget_weights()
             # Only the adapter's modules carry LoRA: vLLM would otherwise wrap every linear layer
             # and run (zero) LoRA products through the MLP too.
             kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(lora_rank),
@@ -255,3 +258,6 @@ class VLLMEngine:
             self.folders.close()
         self.merged = None
         del self.llm
+        if self.on_cpu and (self.mode == "adapter" or self.both_modes):
+            from essa.engines import vllm_cpu_lora
+            vllm_cpu_lora.forget_weights()  # a later engine may get the same tensor addresses
