@@ -32,12 +32,15 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["merged", "adapter"], choices=["auto", "merged", "adapter", "hybrid", "adapter-vllm-ops"],
                         help="auto: engine.mode's default (on the CPU build hybrid with --eager, merged "
                              "without); adapter-vllm-ops: adapter mode with vLLM's own CPU LoRA "
-                             "ops instead of essa.engines.vllm_cpu_lora (same engine, ops swapped)")
+                             "ops instead of essa.engines.vllm_cpu_lora (same engine, ops swapped; "
+                             "needs --eager: a compiled graph keeps the operator it was traced with)")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--eager", action="store_true", help="enforce_eager (skip torch.compile)")
     parser.add_argument("--repeats", type=int, default=1, help="paired plain/ESSA measurements per cell")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
+    if "adapter-vllm-ops" in args.modes and not args.eager:
+        parser.error("--modes adapter-vllm-ops needs --eager (the compiled graph calls our LoRA operator)")
 
     from essa.adapters.init import write_fresh_adapter
     from essa.adapters.svd_space import SvdSpace
