@@ -104,11 +104,10 @@ def test_engine_uses_our_product_and_agrees_with_vllm_ops(vllm_lora_engine, smal
 
 
 class FakePunica:
-    """The two attributes of a PunicaWrapperCPU that our replacement reads."""
+    """The one attribute of a PunicaWrapperCPU that our replacement reads: the token index buffer."""
 
     def __init__(self, tokens):
         self._token_lora_indices = torch.full((tokens + 8,), -1, dtype=torch.long)
-        self.is_prefill, self.no_lora = False, False
 
 
 def test_mask_follows_the_index_buffer_from_step_to_step():

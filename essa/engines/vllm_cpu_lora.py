@@ -162,13 +162,10 @@ def _lora_linear_fake(y, x, lora_a, lora_b, scale, slot_buffer) -> None:
 def _wrapper_add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices,
                              *, buffer=None, **kwargs):
     """PunicaWrapperCPU.add_lora_linear replacement (same signature; ``buffer`` is not needed)."""
+    # Eager calls skip the operator's dispatch; traced code must call the opaque operator.
+    product = torch.ops.essa.cpu_lora_linear if torch.compiler.is_compiling() else _lora_linear
     # The first rows of vLLM's token index buffer belong to this step's tokens, in order.
-    if torch.compiler.is_compiling():
-        torch.ops.essa.cpu_lora_linear(y, x, list(lora_a_stacked), list(lora_b_stacked), scale,
-                                       self._token_lora_indices)
-    else:  # eager: the plain call skips the operator's dispatch
-        _lora_linear(y, x, list(lora_a_stacked), list(lora_b_stacked), scale,
-                     self._token_lora_indices)
+    product(y, x, list(lora_a_stacked), list(lora_b_stacked), scale, self._token_lora_indices)
     return y
 
 

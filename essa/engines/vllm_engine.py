@@ -92,7 +92,8 @@ class VLLMEngine:
             kwargs["quantization"] = "fp8"
         # both_modes: LoRA enabled and merged weights ready, switchable with set_mode (tests, benchmarks).
         self.both_modes = (both_modes and quant == "none") or self.mode == "hybrid"
-        if self.mode == "adapter" or self.both_modes:
+        self.lora_on = self.mode == "adapter" or self.both_modes
+        if self.lora_on:
             if self.on_cpu:  # vLLM's CPU LoRA ops copy each token's adapter: see vllm_cpu_lora
                 from essa.engines import vllm_cpu_lora
                 vllm_cpu_lora.install()
@@ -108,8 +109,7 @@ class VLLMEngine:
                        tensor_parallel_size=engine_cfg.tensor_parallel_size,
                        seed=engine_cfg.seed, enforce_eager=engine_cfg.enforce_eager, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
-        lora_on = self.mode == "adapter" or self.both_modes
-        self.folders = AdapterFolders(engine_cfg.adapter_dir or None) if lora_on else None
+        self.folders = AdapterFolders(engine_cfg.adapter_dir or None) if self.lora_on else None
         self.merged = None
         if self.mode == "merged" or self.both_modes:
             from essa.engines.vllm_merged import MergedWeights
@@ -258,6 +258,6 @@ class VLLMEngine:
             self.folders.close()
         self.merged = None
         del self.llm
-        if self.on_cpu and (self.mode == "adapter" or self.both_modes):
+        if self.on_cpu and self.lora_on:
             from essa.engines import vllm_cpu_lora
             vllm_cpu_lora.forget_weights()  # a later engine may get the same tensor addresses
