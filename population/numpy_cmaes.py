@@ -217,6 +217,9 @@ class NumpyCMAES(Strategy):
         with self._lock:
             self._pending_updates.append((self.generation, cp.cov_decay(h_sigma, p), pos, neg))
         if self.background_update:  # this update only: a later one may be told meanwhile
+            if self._sample_job is None:  # e.g. a state loaded between ask and tell: the next
+                # samples must factor C without this update, as they would have without the load
+                self._sample_job = self._submit(self._prepare_samples, self.generation + 1)
             self._submit(self._apply_pending, self.generation)
         # Otherwise the samples of generation + 2 apply it, just before they need C.
 
