@@ -160,13 +160,15 @@ def test_auto_switches_to_numpy_then_diagonal_above_thresholds():
         population.resolve_name("nelder-mead", 3)
 
 
-@pytest.mark.parametrize("dim", [12, 40])
-def test_background_covariance_update_is_bit_identical_to_synchronous(dim):
+# (dim, lazy_gap_factor): a refresh every generation or two, and (40, 6.0) a gap of 4
+# generations, so each refresh starts 2 generations ahead in its own thread.
+@pytest.mark.parametrize("dim, gap_factor", [(12, 1.0), (40, 1.0), (40, 6.0)])
+def test_background_covariance_update_is_bit_identical_to_synchronous(dim, gap_factor):
     def states(background):
         s = population.NumpyCMAES(np.linspace(-1, 1, dim), 0.5, 8, seed=3,
-                                  background_update=background)
+                                  background_update=background, lazy_gap_factor=gap_factor)
         out = []
-        for _ in range(25):  # a factor refresh every generation or two at these d
+        for _ in range(25):
             X = s.ask()
             s.tell(X, [-float(np.sum(x**2 - np.cos(3 * x))) for x in X])
             out.append(X)
@@ -195,19 +197,24 @@ def test_pickle_taken_before_the_update_replays_it(tmp_path):
     assert not np.array_equal(s.covariance(), cov_before)
 
 
-def test_pickled_copies_taken_at_any_moment_continue_identically():
+@pytest.mark.parametrize("gap_factor", [1.0, 6.0])  # 6.0: refreshes started ahead, in flight
+def test_pickled_copies_taken_at_any_moment_continue_identically(gap_factor):
     import pickle
 
     def reward(X):
         return [-float(np.sum(x**2 - np.cos(3 * x))) for x in X]
 
-    ref = population.NumpyCMAES(np.linspace(-1, 1, 40), 0.5, 12, seed=4)
+    def strategy():
+        return population.NumpyCMAES(np.linspace(-1, 1, 40), 0.5, 12, seed=4,
+                                     lazy_gap_factor=gap_factor)
+
+    ref = strategy()
     expected = []
     for _ in range(15):
         X = ref.ask()
         ref.tell(X, reward(X))
         expected.append(X)
-    s = population.NumpyCMAES(np.linspace(-1, 1, 40), 0.5, 12, seed=4)
+    s = strategy()
     for g in range(15):
         s = pickle.loads(pickle.dumps(s))  # background work may or may not have run yet
         X = s.ask()
@@ -215,3 +222,22 @@ def test_pickled_copies_taken_at_any_moment_continue_identically():
         if g % 2:
             s = pickle.loads(pickle.dumps(s))  # between ask and tell
         s.tell(X, reward(X))
+
+
+def test_refresh_started_ahead_factors_the_covariance_of_lead_plus_two_tells_before():
+    """At a gap of 4 generations the refresh for generation n starts 2 generations ahead and
+    factors C as it was after tell n - 4; refreshes come every ceil(gap) generations."""
+    s = population.NumpyCMAES(np.linspace(-1, 1, 40), 0.5, 12, seed=5, lazy_gap_factor=6.0,
+                              background_update=False)
+    assert s.lazy_gap > 4 and s.refresh_lead == 2
+    cov_after_tell, refreshed_at = {}, []
+    for g in range(30):
+        X = s.ask()
+        if s.factor_generation == g and g > 0:
+            refreshed_at.append(g)
+            cov = cov_after_tell[g - 2 - s.refresh_lead]
+            assert np.array_equal(s.factor, np.linalg.cholesky((cov + cov.T) / 2)), g
+        s.tell(X, [-float(np.sum(x**2)) for x in X])
+        cov_after_tell[g] = s.covariance()
+    assert len(refreshed_at) >= 4
+    assert set(np.diff(refreshed_at)) == {int(np.ceil(s.lazy_gap))}
