@@ -14,18 +14,23 @@ C is factored for sampling, because the eigendecomposition is what dominates at 
   gap (0 below a gap of 2, e.g. every small-d problem, where C changes fast), so no factor is
   older than 1.5 gaps + 2 generations; at large d, C changes by about (c1 + cmu) per generation
   and that staleness is of the same order as the tutorial's.
+* C itself is only needed by a refresh, so the told updates (eq. 47, as square roots of their
+  weighted rows) wait in a queue and a refresh applies all that it needs at once: the decays
+  multiply out and the rank-mu terms of all those generations stack into two symmetric
+  products. At d = 7,168 such a product costs about the same for 128 rows as for 700 (it is
+  bound by writing the d x d result), so eleven generations' updates cost what one did.
 * The step-size path whitens the mean step with A^{-1} instead of the symmetric C^{-1/2}. Both
   map the selected steps onto N(0, I) under random selection, so the path length test is
   unchanged; A changes smoothly with C, as in Cholesky-CMA-ES (Krause et al., 2016).
 * Sampling multiplies in float32 (half the time; the sampling precision is irrelevant), the
   covariance itself is kept and updated in float64.
-* Background work (``background_update``, on by default): the covariance update (O(popsize
-  d^2), about 1 s at d = 7,168) runs in a thread after ``tell`` returns, and each ``ask``
-  leaves the next generation's samples (and factor refresh) to the same thread, so in a
-  distributed run the master's heavy algebra overlaps the workers' evaluations and ask/tell
-  return at once. Inline (``background_update=False``) the same arithmetic runs in the same
-  order: the results are bit-identical. A pickle taken meanwhile holds one consistent state
-  (e.g. the old C plus the pending update's inputs) and continues identically after a load.
+* Background work (``background_update``, on by default): each ``ask`` leaves the next
+  generation's samples (and a refresh due without lead) to a thread, and a refresh started
+  ahead runs in a second one, so in a distributed run the master's heavy algebra overlaps the
+  workers' evaluations and ask/tell return at once. Inline (``background_update=False``) the
+  same arithmetic runs in the same order: the results are bit-identical. A pickle taken
+  meanwhile holds one consistent state (C of the last refresh, the queued updates, the
+  refresh in flight as the generations it covers) and continues identically after a load.
   Published arrays are replaced, never changed in place (``arrays_replaced_not_mutated``), so
   a checkpoint can be written from them without copying while the search goes on.
 
@@ -80,14 +85,15 @@ class NumpyCMAES(Strategy):
         self.background_update = bool(background_update)
         # Covariance updates told but not yet applied to self.cov, oldest first: each is
         # (generation, decay, positive rows, negative rows). Guarded by _lock with self.cov.
+        # self.cov is C as of the last refresh (the C its factor was computed from).
         self._pending_updates: list[tuple[float, np.ndarray, np.ndarray]] = []
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._job = None  # Future of the last background work
         self._sample_job = None  # Future of the next generation's samples
-        # A factor refresh started ahead: (generation that will use it, C it factors). Pickled;
-        # its running Cholesky (_refresh_job: (generation, Future)) is not.
-        self._refresh_input: tuple[int, np.ndarray] | None = None
+        # A factor refresh started ahead: (generation that will use it, last told generation
+        # it applies). Pickled; its running work (_refresh_job: (generation, Future)) is not.
+        self._refresh_input: tuple[int, int] | None = None
         self._refresh_job = None
         self._refresh_executor: ThreadPoolExecutor | None = None
 
@@ -126,7 +132,9 @@ class NumpyCMAES(Strategy):
 
     def covariance(self) -> np.ndarray:
         """C with every told update applied (a new array; the search's own schedule of when
-        updates are applied is not changed, so calling this never alters the trajectory)."""
+        updates are applied is not changed, so calling this never alters the trajectory). Its
+        last bits depend on whether the background has already refreshed C for the next
+        generation (the updates are applied in batches)."""
         self.wait_for_update()
         with self._lock:
             cov, updates = self.cov, list(self._pending_updates)
@@ -141,18 +149,10 @@ class NumpyCMAES(Strategy):
         self._job = self._executor.submit(fn, *args)
         return self._job
 
-    def _apply_pending(self, through: int | None = None) -> None:
-        """Apply the pending updates of generations <= ``through`` (all when None), in order,
-        publishing a new C (the old array is not changed)."""
+    def _refresh_inputs(self, through: int) -> tuple[np.ndarray, list]:
+        """C of the last refresh and the queued updates of generations <= ``through``."""
         with self._lock:
-            updates = [u for u in self._pending_updates if through is None or u[0] <= through]
-            cov = self.cov
-        if not updates:
-            return
-        cov = _with_updates(cov, updates)
-        with self._lock:
-            self.cov = cov
-            del self._pending_updates[:len(updates)]
+            return self.cov, [u for u in self._pending_updates if u[0] <= through]
 
     def _prepare_samples(self, n: int) -> None:
         """The samples of generation ``n``: refresh A if due, then z ~ N(0, I) and y = A z.
@@ -165,17 +165,17 @@ class NumpyCMAES(Strategy):
         with self._lock:
             if self._next is not None and self._next[0] >= n:
                 return
-        self._apply_pending(through=n - 2)
         cov, factor, factor_generation = self.cov, self.factor, self.factor_generation
+        applied = None  # the last generation whose update the new C holds, if C is refreshed
         refresh = self._refresh_input
         if refresh is not None and refresh[0] == n:
-            factor, factor_generation, refresh = self._refreshed_factor(*refresh), n, None
+            (cov, factor), factor_generation, applied = self._refreshed(*refresh), n, refresh[1]
+            refresh = None
         elif refresh is None and n - factor_generation >= self.lazy_gap:
-            cov = (cov + cov.T) / 2  # keep it exactly symmetric
-            factor, factor_generation = _cholesky(cov), n
+            (cov, factor), factor_generation, applied = _refresh(*self._refresh_inputs(n - 2)), n, n - 2
         if self.refresh_lead and refresh is None \
                 and n + self.refresh_lead - factor_generation >= self.lazy_gap:
-            refresh = (n + self.refresh_lead, cov)  # C after tell n - 2, for generation n + lead
+            refresh = (n + self.refresh_lead, n - 2)  # C after tell n - 2, for generation n + lead
         if refresh is not None:
             self._start_refresh(*refresh)
         if self._factor32 is None or self._factor32[0] != factor_generation:
@@ -185,25 +185,29 @@ class NumpyCMAES(Strategy):
         z = rng.standard_normal((self.popsize, self.dim), dtype=np.float32)  # (lam, d)
         y = z @ self._factor32[1].T  # (lam, d) ~ N(0, C)
         with self._lock:
-            self.cov, self.factor, self.factor_generation = cov, factor, factor_generation
+            if applied is not None:
+                self.cov = cov
+                self._pending_updates = [u for u in self._pending_updates if u[0] > applied]
+            self.factor, self.factor_generation = factor, factor_generation
             self.rng, self._next, self._refresh_input = rng, (n, z, y, factor), refresh
 
-    def _start_refresh(self, generation: int, cov: np.ndarray) -> None:
-        """Factor ``cov`` in the refresh thread for ``generation`` (background mode; once)."""
+    def _start_refresh(self, generation: int, through: int) -> None:
+        """Refresh for ``generation`` in the refresh thread (background mode; once)."""
         if not self.background_update or (self._refresh_job is not None
                                           and self._refresh_job[0] == generation):
             return
         if self._refresh_executor is None:
             self._refresh_executor = ThreadPoolExecutor(1, thread_name_prefix="cma-refresh")
-        self._refresh_job = (generation, self._refresh_executor.submit(_symmetric_cholesky, cov))
+        job = self._refresh_executor.submit(_refresh, *self._refresh_inputs(through))
+        self._refresh_job = (generation, job)
 
-    def _refreshed_factor(self, generation: int, cov: np.ndarray) -> np.ndarray:
-        """The factor started ahead for ``generation``: the refresh thread's result, or the same
-        arithmetic here (inline mode, or a state loaded before the thread had a chance)."""
+    def _refreshed(self, generation: int, through: int) -> tuple[np.ndarray, np.ndarray]:
+        """(C, A) of the refresh started ahead for ``generation``: the refresh thread's result,
+        or the same arithmetic here (inline mode, or a state loaded before the thread ran)."""
         job, self._refresh_job = self._refresh_job, None
         if job is not None and job[0] == generation:
             return job[1].result()
-        return _symmetric_cholesky(cov)
+        return _refresh(*self._refresh_inputs(through))
 
     def _ask(self) -> np.ndarray:
         n = self.generation
@@ -247,21 +251,15 @@ class NumpyCMAES(Strategy):
         self._last_z = self._last_y = self._last_x = self._last_factor = None
 
     def _update_cov(self, y_sorted: np.ndarray, z_sq_norms: np.ndarray, h_sigma: float) -> None:
-        """Queue eq. (47)'s update as square roots of its weighted rows; a background thread
-        applies it at once (``background_update``), else the next refresh does."""
+        """Queue eq. (47)'s update as square roots of its weighted rows."""
         p = self.params
         coef = p.cmu * cp.active_weights(z_sq_norms, p)  # (lam,)
         pos = np.vstack([np.sqrt(p.c1) * self.p_c,
                          np.sqrt(coef[coef > 0])[:, None] * y_sorted[coef > 0]])
         neg = np.sqrt(-coef[coef < 0])[:, None] * y_sorted[coef < 0]
-        with self._lock:
-            self._pending_updates.append((self.generation, cp.cov_decay(h_sigma, p), pos, neg))
-        if self.background_update:  # this update only: a later one may be told meanwhile
-            if self._sample_job is None:  # e.g. a state loaded between ask and tell: the next
-                # samples must factor C without this update, as they would have without the load
-                self._sample_job = self._submit(self._prepare_samples, self.generation + 1)
-            self._submit(self._apply_pending, self.generation)
-        # Otherwise the samples of generation + 2 apply it, just before they need C.
+        with self._lock:  # the refresh that first needs C after this tell applies it
+            self._pending_updates = self._pending_updates + [
+                (self.generation, cp.cov_decay(h_sigma, p), pos, neg)]
 
     def _stop(self) -> dict:
         self.wait_for_update()
@@ -282,20 +280,32 @@ class NumpyCMAES(Strategy):
 
 
 def _with_updates(cov: np.ndarray, updates: list) -> np.ndarray:
-    """A new C: ``cov`` with the queued updates applied in order (``cov`` is not changed)."""
-    for _, decay, pos, neg in updates:
-        # Eq. (47): decay, rank-one and (active) rank-mu update. A^T @ A of one buffer runs as a
-        # symmetric rank-k product (BLAS syrk): half the flops of a general product.
-        cov = cov * decay
-        cov += pos.T @ pos
-        if neg.size:
-            cov -= neg.T @ neg
+    """A new C: ``cov`` with the queued updates applied (``cov`` is not changed).
+
+    Eq. (47) k times: C_k = decay_k C_{k-1} + P_k^T P_k - N_k^T N_k, multiplied out as
+    (prod decay) C_0 + sum_k s_k (P_k^T P_k - N_k^T N_k), s_k the product of the later decays,
+    with all sqrt(s_k)-scaled rows in two stacked products. A^T @ A of one buffer runs as a
+    symmetric rank-k product (BLAS syrk); one update alone is the plain formula, bit for bit.
+    """
+    if not updates:
+        return cov
+    decays = np.array([u[1] for u in updates])
+    later = np.append(np.cumprod(decays[:0:-1])[::-1], 1.0)  # s_k = prod of decays after k
+    pos = np.vstack([u[2] if s == 1.0 else np.sqrt(s) * u[2] for u, s in zip(updates, later)])
+    neg = np.vstack([u[3] if s == 1.0 else np.sqrt(s) * u[3] for u, s in zip(updates, later)])
+    cov = cov * float(np.prod(decays))
+    cov += pos.T @ pos
+    if neg.size:
+        cov -= neg.T @ neg
     return cov
 
 
-def _symmetric_cholesky(cov: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of C made exactly symmetric (rounding in the updates is not)."""
-    return _cholesky((cov + cov.T) / 2)
+def _refresh(cov: np.ndarray, updates: list) -> tuple[np.ndarray, np.ndarray]:
+    """(C, A): C with ``updates`` applied and made exactly symmetric, and its lower Cholesky
+    factor A."""
+    cov = _with_updates(cov, updates)
+    cov = (cov + cov.T) / 2  # rounding in the update is not symmetric
+    return cov, _cholesky(cov)
 
 
 def _cholesky(cov: np.ndarray) -> np.ndarray:
