@@ -24,8 +24,9 @@ See docs/population.md.
 """
 
 from population.base import Strategy
-from population.checkpoint import (CheckpointError, Snapshot, load_checkpoint, save_checkpoint,
-                                   snapshot, write_snapshot)
+from population.checkpoint import (ARRAY_DIR, ArrayFiles, CheckpointError, Snapshot,
+                                   load_checkpoint, save_checkpoint, shared_digests, snapshot,
+                                   write_snapshot)
 from population.factory import (AUTO_FULL_MAX_DIM, AUTO_PYCMA_MAX_DIM, STRATEGY_NAMES,
                                 make_strategy, resolve_name)
 from population.fitness import centered_ranks, sanitize_fitness, to_cost
@@ -35,8 +36,8 @@ from population.openai_es import OpenAIES
 from population.pycma_cmaes import PycmaCMAES
 
 __all__ = [
-    "AUTO_FULL_MAX_DIM", "AUTO_PYCMA_MAX_DIM", "CheckpointError", "NumpyCMAES", "NumpySepCMAES",
+    "ARRAY_DIR", "AUTO_FULL_MAX_DIM", "AUTO_PYCMA_MAX_DIM", "ArrayFiles", "CheckpointError", "NumpyCMAES", "NumpySepCMAES",
     "OpenAIES", "PycmaCMAES", "STRATEGY_NAMES", "Snapshot", "Strategy", "centered_ranks", "load_checkpoint",
-    "make_strategy", "resolve_name", "sanitize_fitness", "save_checkpoint", "snapshot",
-    "to_cost", "write_snapshot",
+    "make_strategy", "resolve_name", "sanitize_fitness", "save_checkpoint", "shared_digests",
+    "snapshot", "to_cost", "write_snapshot",
 ]

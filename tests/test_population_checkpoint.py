@@ -111,6 +111,25 @@ def test_format_1_files_are_still_read(tmp_path):
     assert np.array_equal(back.ask(), s.ask())
 
 
+def test_format_2_files_are_still_read(tmp_path):
+    """Format 2 (the previous version's): inline buffers, each a length, padding to 64, bytes."""
+    import hashlib
+    import struct
+    from population.checkpoint import _HEADER, MAGIC
+    s = make("cmaes-numpy")
+    run(s, 2)
+    snap = population.snapshot(s)
+    body = bytearray(struct.pack("<IQ", len(snap.buffers), len(snap.payload)) + snap.payload)
+    for buf in snap.buffers:
+        body += struct.pack("<Q", len(buf))
+        body += b"\0" * (-(_HEADER.size + len(body)) % 64) + bytes(buf)
+    header = _HEADER.pack(MAGIC, 2, len(body), hashlib.sha256(body).digest())
+    (tmp_path / "v2").write_bytes(header + body)
+    assert population.shared_digests(tmp_path / "v2") == set()
+    back = population.load_checkpoint(tmp_path / "v2")
+    assert np.array_equal(back.ask(), s.ask())
+
+
 def test_loaded_arrays_are_aligned_and_writable(tmp_path):
     s = make("cmaes")  # pycma changes its arrays in place after a load
     run(s, 2)
@@ -146,3 +165,66 @@ def test_numpy_cmaes_snapshot_written_later_is_the_state_at_snapshot_time(tmp_pa
     write_snapshot(snap, tmp_path / "late.ckpt")
     back = population.load_checkpoint(tmp_path / "late.ckpt")
     assert np.array_equal(back.ask(), expected)
+
+
+def _numpy_cmaes_with_slow_refresh():
+    # d = 40 with a factor refresh every 4 generations: C and A stay the same objects in between
+    return population.NumpyCMAES(np.linspace(-1, 1, 40), 0.5, 8, seed=2, lazy_gap_factor=6.0)
+
+
+def test_shared_arrays_are_written_once_and_resume_bit_identically(tmp_path):
+    expected = _numpy_cmaes_with_slow_refresh()
+    run(expected, 9)
+    expected = expected.ask()
+    s = _numpy_cmaes_with_slow_refresh()
+    arrays = population.ArrayFiles(tmp_path / population.ARRAY_DIR, min_bytes=4096)
+    run(s, 7)  # past the first refresh: C and A differ from the identity
+    s.wait_for_update()
+    population.write_snapshot(population.snapshot(s), tmp_path / "a.ckpt", arrays)
+    first = arrays.written
+    population.write_snapshot(population.snapshot(s), tmp_path / "b.ckpt", arrays)
+    assert first >= 2 and arrays.written == first  # C and A (12.8 kB each) are shared, once
+    shared = population.shared_digests(tmp_path / "a.ckpt")
+    assert shared == population.shared_digests(tmp_path / "b.ckpt")
+    assert {p.name for p in (tmp_path / population.ARRAY_DIR).iterdir()} == {d.hex() for d in shared}
+    population.save_checkpoint(s, tmp_path / "inline.ckpt")  # no ArrayFiles: all inline
+    shared_bytes = sum(p.stat().st_size for p in (tmp_path / population.ARRAY_DIR).iterdir())
+    assert shared_bytes >= 2 * 40 * 40 * 8
+    assert (tmp_path / "inline.ckpt").stat().st_size - (tmp_path / "b.ckpt").stat().st_size \
+        >= shared_bytes - 64 * len(shared)  # b.ckpt holds references, not the arrays
+    back = population.load_checkpoint(tmp_path / "b.ckpt")
+    run(back, 2)
+    assert np.array_equal(back.ask(), expected)
+
+
+def test_missing_or_corrupt_array_files_are_refused_by_name(tmp_path):
+    s = _numpy_cmaes_with_slow_refresh()
+    run(s, 2)
+    arrays = population.ArrayFiles(tmp_path / population.ARRAY_DIR, min_bytes=4096)
+    population.write_snapshot(population.snapshot(s), tmp_path / "s.ckpt", arrays)
+    victim = sorted((tmp_path / population.ARRAY_DIR).iterdir())[0]
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"{victim.name}: corrupt array file"):
+        population.load_checkpoint(tmp_path / "s.ckpt")
+    victim.unlink()
+    with pytest.raises(CheckpointError, match=f"array file .*{victim.name} is missing"):
+        population.load_checkpoint(tmp_path / "s.ckpt")
+
+
+def test_retain_deletes_array_files_no_kept_checkpoint_refers_to(tmp_path):
+    s = _numpy_cmaes_with_slow_refresh()
+    arrays = population.ArrayFiles(tmp_path / population.ARRAY_DIR, min_bytes=4096)
+    for g in range(6):  # refreshes in between: new C and A files
+        run(s, 1)
+        s.wait_for_update()
+        population.write_snapshot(population.snapshot(s), tmp_path / f"{g}.ckpt", arrays)
+    (tmp_path / population.ARRAY_DIR / "leftover.tmp").write_bytes(b"x")  # a killed write
+    kept = population.shared_digests(tmp_path / "5.ckpt")
+    before = {p.name for p in (tmp_path / population.ARRAY_DIR).iterdir()}
+    arrays.retain(kept)
+    after = {p.name for p in (tmp_path / population.ARRAY_DIR).iterdir()}
+    assert after == {d.hex() for d in kept} and len(before) > len(after) + 1
+    back = population.load_checkpoint(tmp_path / "5.ckpt")
+    assert back.generation == 6

@@ -203,6 +203,35 @@ def test_checkpoint_writer_commits_in_the_background_and_reports_a_failed_write(
     broken.wait()  # the error is reported once
 
 
+def test_checkpoint_writer_shares_unchanged_arrays_and_keeps_only_referenced_files(tmp_path):
+    """Covariance and factor are written once per refresh, not per generation; after each
+    commit the array folder holds exactly what the two kept strategy files refer to."""
+    import numpy as np
+    import population
+    from essa.runtime.state import CHECKPOINT_DIR, CheckpointWriter, load_run_state
+    s = population.NumpyCMAES(np.linspace(-1, 1, 40), 0.5, 8, seed=3, lazy_gap_factor=6.0)
+    writer = CheckpointWriter(tmp_path)
+    writer.arrays.min_bytes = 4096  # C and A of d = 40 (12.8 kB) go to shared files
+    refreshes = set()
+    for g in range(12):  # a refresh every 6 generations
+        X = s.ask()
+        s.tell(X, -np.sum(X**2, axis=1))
+        writer.save(s, {"generation": g + 1})
+        writer.wait()
+        refreshes.add(s.factor_generation)
+    expected = s.ask()
+    refreshes.discard(0)
+    # identity C = A (one file), then a new C and A at each refresh only, not two per save
+    assert len(refreshes) >= 1 and 3 <= writer.arrays.written <= 1 + 2 * len(refreshes)
+    folder = tmp_path / CHECKPOINT_DIR
+    kept = sorted(folder.glob("strategy-*.ckpt"))
+    assert [p.name for p in kept] == ["strategy-11.ckpt", "strategy-12.ckpt"]
+    referenced = set().union(*(population.shared_digests(p) for p in kept))
+    assert {p.name for p in (folder / population.ARRAY_DIR).iterdir()} == {d.hex() for d in referenced}
+    back, state = load_run_state(tmp_path)
+    assert state["generation"] == 12 and np.array_equal(back.ask(), expected)
+
+
 def test_checkpoint_writer_skips_to_the_newest_state_when_the_disk_is_slow(tmp_path, monkeypatch):
     """A save arriving while a write runs replaces the one still waiting: the run never waits for
     the disk, the writer never falls more than one state behind, and wait() commits the newest."""
@@ -214,11 +243,11 @@ def test_checkpoint_writer_skips_to_the_newest_state_when_the_disk_is_slow(tmp_p
     written, release = [], threading.Event()
     real_commit = state_mod._commit
 
-    def slow_commit(run_dir, snap, st):
+    def slow_commit(run_dir, snap, st, arrays):
         written.append(st["generation"])
         if st["generation"] == 1:
             release.wait(10)  # the first write is still running while 2, 3 and 4 arrive
-        real_commit(run_dir, snap, st)
+        real_commit(run_dir, snap, st, arrays)
 
     monkeypatch.setattr(state_mod, "_commit", slow_commit)
     s = population.make_strategy("cmaes-numpy", np.zeros(10), 0.3, 6, seed=1)

@@ -1,10 +1,13 @@
 """Run checkpoints: the strategy (population.save_checkpoint) plus a small JSON that commits it.
 
     checkpoint/strategy-<g>.ckpt   the strategy after generation g (bit-exact resume)
+    checkpoint/arrays/<sha256>     its large arrays (>= 1 MB), each written once and shared by
+                                   the strategy files that hold the same array
     checkpoint/state.json          {"generation": g, "strategy_file": ..., best so far, totals}
 
-state.json is written last and atomically: it is the commit point. A kill between the two writes
-leaves the previous state.json naming the previous (kept) strategy file.
+state.json is written last and atomically: it is the commit point. A kill between the writes
+leaves the previous state.json naming the previous (kept) strategy file, whose array files are
+deleted only after a later commit no longer keeps it.
 
 A run saves through :class:`CheckpointWriter`: the strategy is frozen at once (a snapshot, see
 population.checkpoint), and the slow part (checksum, writing hundreds of MB at d = 7,168, fsync,
@@ -37,22 +40,27 @@ def check_new_run(run_dir: Path) -> None:
                               f"--resume {run_dir}, or start a new one with --set name=OTHER")
 
 
-def _commit(run_dir: Path, snap, state: dict) -> None:
-    """Write the strategy file, then state.json naming it (the commit), then drop old files."""
+def _commit(run_dir: Path, snap, state: dict, arrays) -> None:
+    """Write the new arrays and the strategy file, then state.json naming it (the commit), then
+    drop old strategy files and the array files no kept one refers to."""
     folder = run_dir / CHECKPOINT_DIR
     folder.mkdir(exist_ok=True)
     name = f"strategy-{state['generation']}.ckpt"
-    population.write_snapshot(snap, folder / name)
+    population.write_snapshot(snap, folder / name, arrays)
     atomic_write_text(folder / STATE_FILE, json.dumps({**state, "strategy_file": name}, indent=1))
-    for old in sorted(folder.glob("strategy-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))[:-KEEP]:
+    files = sorted(folder.glob("strategy-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))
+    for old in files[:-KEEP]:
         old.unlink()
+    arrays.retain(set().union(*(population.shared_digests(p) for p in files[-KEEP:])))
 
 
 class CheckpointWriter:
     """Saves run states in a background thread, newest first.
 
-    ``save`` freezes the strategy and the state now and returns at once. When the disk is slower
-    than a generation (820 MB at d = 7,168), a save that arrives while another write runs
+    ``save`` freezes the strategy and the state now and returns at once. Arrays already written
+    for an earlier state are not written again (at d = 7,168 the 820 MB of covariance and factor
+    change only at a factor refresh). When the disk is slower than a generation, a save that
+    arrives while another write runs
     replaces any save still waiting, so only the newest waits: the writer never falls behind by
     more than one state and the run never waits for it. A kill then leaves the last committed
     state (at most two generations old); resume trims the metrics after it and replays the same
@@ -64,6 +72,7 @@ class CheckpointWriter:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.skipped = 0  # states replaced by a newer one before they were written
+        self.arrays = population.ArrayFiles(self.run_dir / CHECKPOINT_DIR / population.ARRAY_DIR)
         self._lock = threading.Lock()
         self._pending: tuple | None = None
         self._thread: threading.Thread | None = None
@@ -90,7 +99,7 @@ class CheckpointWriter:
                     self._thread = None
                     return
             try:
-                _commit(self.run_dir, *job)
+                _commit(self.run_dir, *job, self.arrays)
             except BaseException as exc:  # noqa: BLE001 - handed to the next save() or wait()
                 self._error = self._error or exc
 
