@@ -50,10 +50,15 @@ class MpiMaster:
         self.comm = comm
         self.workers = list(range(1, comm.Get_size()))
         self._pending = []  # isend requests kept alive until complete (they hold the buffers)
+        self._prune_at = 64
 
     def send(self, rank: int, msg) -> None:
-        self._pending = [r for r in self._pending if not r.Test()]
         self._pending.append(self.comm.isend(msg, dest=rank, tag=0))
+        # Completed requests are dropped once the list has doubled, not at every send: a round
+        # starts with hundreds of sends, and testing them all each time cost O(sends^2).
+        if len(self._pending) >= self._prune_at:
+            self._pending = [r for r in self._pending if not r.Test()]
+            self._prune_at = 2 * len(self._pending) + 64
 
     def broadcast(self, msg) -> None:
         """One copy to every worker; sent non-blocking, so a busy worker delays nobody."""
