@@ -60,9 +60,8 @@ class CheckpointWriter:
     ``save`` freezes the strategy and the state now and returns at once. Arrays already written
     for an earlier state are not written again (at d = 7,168 the 820 MB of covariance and factor
     change only at a factor refresh). When the disk is slower than a generation, a save that
-    arrives while another write runs
-    replaces any save still waiting, so only the newest waits: the writer never falls behind by
-    more than one state and the run never waits for it. A kill then leaves the last committed
+    arrives while another write runs replaces any save still waiting, so only the newest waits:
+    the writer never falls behind by more than one state and the run never waits for it. A kill then leaves the last committed
     state (at most two generations old); resume trims the metrics after it and replays the same
     generations. ``wait`` blocks until the newest state is committed and re-raises a failed
     write's error (``save`` re-raises it too). The thread is not a daemon: a process that exits
