@@ -22,7 +22,8 @@ written in the background). Reported per generation:
   candidate's measured seconds), i.e. without the stand-in's own lateness (a sleeping process
   woken late on oversubscribed cores), which is neither master nor messages;
 - pickup: per engine, the time from the start of the round (before its first message) to the
-  start of the engine's first whole candidate (median and max over engines).
+  start of the engine's first whole candidate (median and max over engines); "sent" is when
+  the master had sent the last engine its first task.
 """
 
 from __future__ import annotations
@@ -117,6 +118,14 @@ def main() -> None:
         transport = MpiMasterWithLocalWorker(transport, local_master)
         threading.Thread(target=run_worker, args=(local_worker, make_evaluator), daemon=True).start()
     workers = len(transport.workers)
+    first_sent: dict[int, float] = {}  # engine rank -> when this round's first task went to it
+    plain_send = transport.send
+
+    def send(rank, msg):
+        plain_send(rank, msg)
+        if type(msg).__name__ == "Task":
+            first_sent.setdefault(rank, time.time())
+    transport.send = send
     master = Master(transport, "bench", task_timeout_s=600, min_task_items=args.min_task_items)
     master.setup(Setup({}, True))
     strategy = population.make_strategy(args.strategy, np.zeros(args.dim), 0.3, args.popsize, seed=0)
@@ -128,6 +137,7 @@ def main() -> None:
         X = strategy.ask()
         t_ask = time.time() - t0
         t_round_start = time.time()
+        first_sent.clear()
         out = master.run_round(g, X, [f"c{i}" for i in range(len(X))], "train",
                                np.arange(args.items), "x")
         t_round = time.time() - t0 - t_ask
@@ -159,7 +169,8 @@ def main() -> None:
                      "overhead_share_slept": round(1 - scheduled_slept / wall, 4),
                      "late_wakeup_s": round(float(np.sum(slept - d)), 3),
                      "pickup_median_s": round(float(np.median(pickup)), 3) if pickup.size else None,
-                     "pickup_max_s": round(float(pickup.max()), 3) if pickup.size else None})
+                     "pickup_max_s": round(float(pickup.max()), 3) if pickup.size else None,
+                     "sent_max_s": round(max(first_sent.values()) - t_round_start, 3)})
         print(json.dumps(rows[-1]), flush=True)
     checkpoints.wait()
     run_dir.cleanup()
