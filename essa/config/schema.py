@@ -214,8 +214,8 @@ class SearchConfig:
     """The evolution strategy over the adapter's singular values (essa-train)."""
 
     strategy: str = _f("auto", "population strategy: cmaes (pycma, full covariance: the paper's), "
-                       "sep-cmaes, cmaes-numpy (own full CMA-ES for large d: covariance updated in the "
-                       "background, Cholesky instead of eigh), sep-cmaes-numpy, openai-es, or auto "
+                       "sep-cmaes, cmaes-numpy (own full CMA-ES for large d: its algebra in background "
+                       "threads, Cholesky instead of eigh), sep-cmaes-numpy, openai-es, or auto "
                        "(cmaes up to d = 2048, cmaes-numpy up to 8192, sep-cmaes-numpy above).")
     parametrization: Literal["relative", "absolute"] = _f(
         "relative", "relative: the vector z gives s = s0 * (1 + z), started at z = 0 (steps are "
