@@ -89,7 +89,6 @@ class NumpyCMAES(Strategy):
         self._pending_updates: list[tuple[float, np.ndarray, np.ndarray]] = []
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._job = None  # Future of the last background work
         self._sample_job = None  # Future of the next generation's samples
         # A factor refresh started ahead: (generation that will use it, last told generation
         # it applies). Pickled; its running work (_refresh_job: (generation, Future)) is not.
@@ -112,7 +111,7 @@ class NumpyCMAES(Strategy):
         with self._lock:
             state = self.__dict__.copy()
             state["_pending_updates"] = list(self._pending_updates)
-        for key in ("_lock", "_executor", "_job", "_sample_job", "_factor32",
+        for key in ("_lock", "_executor", "_sample_job", "_factor32",
                     "_refresh_job", "_refresh_executor"):
             state[key] = None  # threads, futures, and the float32 copy of A (rebuilt)
         return state
@@ -121,14 +120,16 @@ class NumpyCMAES(Strategy):
         # States written before the refresh lead existed continue with their own schedule.
         state.setdefault("refresh_lead", 0)
         state.setdefault("_refresh_input", None)
+        state.pop("_job", None)  # earlier versions tracked a second future
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def wait_for_update(self) -> None:
-        """Block until the background work submitted so far is done (re-raising its error)."""
-        if self._job is not None:
-            self._job.result()
-            self._job = self._sample_job = None
+        """Block until the next generation's samples are prepared (re-raising the background
+        work's error); a refresh running ahead in its own thread is not waited for."""
+        job, self._sample_job = self._sample_job, None
+        if job is not None:
+            job.result()
 
     def covariance(self) -> np.ndarray:
         """C with every told update applied (a new array; the search's own schedule of when
@@ -139,15 +140,6 @@ class NumpyCMAES(Strategy):
         with self._lock:
             cov, updates = self.cov, list(self._pending_updates)
         return _with_updates(cov, updates)
-
-    def _submit(self, fn, *args):
-        if self._job is not None and self._job.done():
-            self._job.result()  # background work that failed stops the search here
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="cma-update")
-        # One thread: the work runs in the order it was submitted.
-        self._job = self._executor.submit(fn, *args)
-        return self._job
 
     def _refresh_inputs(self, through: int) -> tuple[np.ndarray, list]:
         """C of the last refresh and the queued updates of generations <= ``through``."""
@@ -211,18 +203,16 @@ class NumpyCMAES(Strategy):
 
     def _ask(self) -> np.ndarray:
         n = self.generation
-        if self._sample_job is not None:
-            self._sample_job.result()
-            self._sample_job = None
-        else:
-            self.wait_for_update()  # never run the algebra inline beside a background job
+        self.wait_for_update()  # the samples prepared in the background, or none queued
         self._prepare_samples(n)  # a no-op when the background already did it
         _, z, y, factor = self._next
         x = self._mean + self._sigma * y.astype(np.float64)
         self._last_z, self._last_y, self._last_factor = z, y, factor
         self._last_x = clip_to_bounds(x, self.bounds)
         if self.background_update:  # the next generation's samples, while this one is scored
-            self._sample_job = self._submit(self._prepare_samples, n + 1)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="cma-samples")
+            self._sample_job = self._executor.submit(self._prepare_samples, n + 1)
         return self._last_x
 
     def _samples(self, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
