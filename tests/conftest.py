@@ -46,6 +46,19 @@ def vllm_lora_engine(demo_model):
 
 
 @pytest.fixture(scope="session")
+def compiled_lora_engine(demo_model):
+    """A compiled LoRA engine (adapter mode, switchable to merged). Session-scoped like the other
+    engines: closing a vLLM engine mid-session tears down the process's parallel groups that the
+    other (still open) engines use."""
+    from essa.config import EngineConfig, ModelConfig
+    from essa.engines.vllm_engine import VLLMEngine
+    cfg = EngineConfig(max_model_len=512, kv_cache_gib=1, enforce_eager=False, mode="adapter", max_loras=4)
+    engine = VLLMEngine(demo_model, ModelConfig(path=str(demo_model)), cfg, both_modes=True)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
 def small_adapter(demo_model, tmp_path_factory):
     """A fresh rank-8 q/k/v/o adapter for the demo model, small like an SFT update (2% of ||W||)."""
     from essa.adapters.init import write_fresh_adapter

@@ -9,18 +9,6 @@ from tests.test_engine_vllm import GREEDY, PROMPTS, candidates, texts
 pytest.importorskip("vllm")
 
 
-@pytest.fixture(scope="session")
-def compiled_lora_engine(demo_model):
-    """Session-scoped like the other engines: closing a vLLM engine mid-session tears down the
-    process's parallel groups that the other (still open) engines use."""
-    from essa.config import EngineConfig, ModelConfig
-    from essa.engines.vllm_engine import VLLMEngine
-    cfg = EngineConfig(max_model_len=512, kv_cache_gib=1, enforce_eager=False, mode="adapter", max_loras=4)
-    engine = VLLMEngine(demo_model, ModelConfig(path=str(demo_model)), cfg, both_modes=True)
-    yield engine
-    engine.close()
-
-
 def test_lora_engine_is_compiled(compiled_lora_engine):
     from vllm.config import CompilationMode
     mode = compiled_lora_engine.llm.llm_engine.vllm_config.compilation_config.mode

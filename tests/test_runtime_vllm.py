@@ -1,12 +1,25 @@
-"""One real run: `mpirun -n 3 essa-train` on SmolLM2 with two vLLM CPU engines, 2 generations.
+"""Real runs of `mpirun essa-train` on SmolLM2 with vLLM CPU engines.
 
-It is the demo's own command path (launch/configs/demo-cpu.yaml, SFT warm start included), shrunk.
+The first is the demo's own command path (launch/configs/demo-cpu.yaml, SFT warm start included),
+shrunk; the second stops a run with SIGTERM mid-generation.
 """
 
 import json
+import re
+import signal
+import time
 
 from essa.rundir import read_metrics
+from essa.runtime import EXIT_REQUEUE
 from tests.runtime_helpers import ROOT, launch, train_cmd
+
+# vLLM's own console format: "INFO 11-29 04:15:00 [file.py:123] ..." (colour codes optional)
+VLLM_INFO_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?INFO(\x1b\[[0-9;]*m)? \d\d-\d\d \d\d:\d\d:\d\d", re.M)
+
+
+def _demo_args(sets: dict) -> list[str]:
+    return ["--config", str(ROOT / "launch/configs/demo-cpu.yaml"),
+            *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
 
 
 def test_demo_config_shrunk_under_mpirun_three_ranks_real_engines(tmp_path, demo_model):
@@ -15,9 +28,7 @@ def test_demo_config_shrunk_under_mpirun_three_ranks_real_engines(tmp_path, demo
             "engine.max_tokens": 16, "engine.kv_cache_gib": 1, "search.popsize": 4,
             "search.generations": 2, "fitness.prompts_per_candidate": 4, "runtime.eval_every": 2,
             "runtime.eval_items": 4, "runtime.test_items": 4, "search.sigma0": 0.1}
-    args = ["--config", str(ROOT / "launch/configs/demo-cpu.yaml"),
-            *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
-    proc = launch(train_cmd(3, args))
+    proc = launch(train_cmd(3, _demo_args(sets)))
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-4000:]
     run_dir = tmp_path / "demo-cpu"
@@ -46,3 +57,35 @@ def test_demo_config_shrunk_under_mpirun_three_ranks_real_engines(tmp_path, demo
     assert "| SFT warm start |" in report and "| ESSA (mean vector) |" in report
     assert (run_dir / "fitness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"report: {run_dir / 'report.md'}" in err
+    # A quiet console: essa's lines, not vLLM's per-step INFO lines (hundreds in a real run).
+    assert not VLLM_INFO_LINE.search(out + err), VLLM_INFO_LINE.search(out + err).group(0)
+    assert "reset prefix cache" not in out + err and "[essa " in err
+    assert re.search(r"worker rank 1 ready on .*: vllm (bfloat16|float32) \(.*\), eager \(as configured\)", err)
+
+
+def test_sigterm_with_real_engines_stops_after_the_current_pass(tmp_path, demo_model):
+    """SIGTERM to mpirun mid-generation: the master abandons the generation and the worker drops
+    its queued candidates instead of running them; the job exits 75 within one pass plus 10 s."""
+    sets = {"output_dir": tmp_path, "name": "term", "adapter.init": "fresh", "engine.enforce_eager": "true",
+            "engine.mode": "hybrid", "engine.max_loras": 2, "engine.max_tokens": 48,
+            "engine.kv_cache_gib": 1, "search.popsize": 12, "search.generations": 50,
+            "fitness.prompts_per_candidate": 16, "runtime.eval_every": 0}
+    proc = launch(train_cmd(2, _demo_args(sets)))
+    metrics = tmp_path / "term/metrics.jsonl"
+    deadline = time.time() + 600
+    while not (metrics.is_file() and read_metrics(metrics)):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.2)
+    gen0 = read_metrics(metrics)[0]
+    pass_seconds = gen0["gen_seconds"] / (12 / 2)  # two candidates per pass, one worker
+    time.sleep(min(2.0, pass_seconds / 3))  # generation 1 is under way, tasks queued at the worker
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    elapsed = time.time() - t0
+    assert proc.returncode == EXIT_REQUEUE, err[-3000:]
+    assert "SIGTERM received" in err and "abandoned" in err
+    assert elapsed < pass_seconds + 10, (elapsed, pass_seconds, err[-3000:])
+    dropped = re.search(r"rank 1: stop received, (\d+) queued task\(s\) dropped", err)
+    assert dropped and int(dropped.group(1)) >= 1, (elapsed, pass_seconds, err[-3000:])
+    assert not VLLM_INFO_LINE.search(out + err)

@@ -4,7 +4,12 @@
     essa-eval --model /path/to/hf --datasets gsm8k,math500 --limit 200
     essa-eval --datasets math500 --samples 8 --temperature 0.6  # avg@8 and pass@k
 
-Writes ``summary.json`` and ``completions-<dataset>.jsonl`` into ``--output`` and prints a table.
+    essa-eval --datasets /data/my_problems.jsonl                # every row of a local file
+
+A benchmark is scored on its test split (the config's ``task.test_split``), a file named by path on
+all its rows; ``--split`` picks a split for both. Writes ``summary.json`` (after every dataset)
+and ``completions-<name>.jsonl`` (``<name>`` a slug of the dataset name or file stem) into
+``--output`` and prints a table.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory (its adapter_mean/)")
     parser.add_argument("--datasets", help="comma-separated: arithmetic, gsm8k, math500, aime24, "
                         "amc23, minerva_math, olympiadbench, or a file path (default: the config's task)")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--split", help="split to evaluate (default: a benchmark's test split, "
+                        "every row of a file named by path)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N items of each dataset")
     parser.add_argument("--samples", type=int, default=1,
                         help="samples per item; >1 reports avg@k and pass@k (set --temperature > 0)")
@@ -54,13 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output or Path(config.output_dir) / f"eval-{time.strftime('%Y%m%d-%H%M%S')}")
 
     # Load every dataset before the engine starts: a wrong name or path fails in a second.
-    from essa.data import build_prompts, load_task
+    from essa.data import build_prompts
     from essa.rewards import get_reward
+    from essa.rundir import atomic_write_text
     tasks = {}
     for name in names:
-        task = load_task(dataclasses.replace(config.task, dataset=name))
-        examples = task.split(args.split)[: args.limit]
-        tasks[name] = (task, examples)
+        task, examples, split = load_examples(config.task, name, args.split)
+        tasks[name] = (task, examples[: args.limit], split)
+    files = completions_files(names)
     adapter = None
     if args.adapter:
         from essa.adapters.peft_io import read_adapter
@@ -80,33 +89,105 @@ def main(argv: list[str] | None = None) -> int:
         from essa.engines.base import LoraCandidate
         candidate = LoraCandidate(adapter.tensors, adapter.config, name=args.adapter)
         config.adapter.rank = adapter.rank
-    engine = make_engine(config.model, config.engine, config.adapter)
+    planned = sum(len(ex) for _, ex, _ in tasks.values()) * args.samples * config.engine.max_tokens
+    engine = make_engine(config.model, config.engine, config.adapter, planned_tokens=planned)
+    if hasattr(engine, "describe"):
+        log.info("engine: %s", engine.describe())
     sampling = sampling_from_config(config.engine)
     sampling.n = args.samples
     summary = {"model": config.model.path, "adapter": args.adapter, "split": args.split,
                "samples": args.samples, "temperature": sampling.temperature,
                "max_tokens": sampling.max_tokens, "datasets": {}}
-    for name, (task, examples) in tasks.items():
+    failed = []  # output files that could not be written; the scores are kept in summary.json
+    for name, (task, examples, split) in tasks.items():
         t0 = time.time()
         prompts = build_prompts(engine.tokenizer, examples, task.instruction, config.model.chat_template)
-        log.info("%s: %d items ...", name, len(examples))
+        log.info("%s: %d items (%s) ...", name, len(examples), split)
         result = evaluate(engine, prompts, examples, get_reward(task.reward), sampling,
                           candidate=candidate)
         if args.samples > 1:
             stats = summarize_scores(sample_scores=result.scores, k=args.samples).as_dict()
         else:
             stats = summarize_scores(greedy_scores=[s[0] for s in result.scores]).as_dict()
-        stats.update(reward=task.reward, tokens=result.tokens, seconds=round(time.time() - t0, 1))
+        stats.update(split=split, reward=task.reward, tokens=result.tokens,
+                     seconds=round(time.time() - t0, 1), completions=files[name])
         summary["datasets"][name] = stats
-        with open(output / f"completions-{name}.jsonl", "w", encoding="utf-8") as f:
-            for ex, cs, scores in zip(examples, result.completions, result.scores):
-                f.write(json.dumps({"id": ex.id, "question": ex.question, "gold": ex.answer,
-                                    "completions": [c.text for c in cs], "scores": scores}) + "\n")
-    (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    _print_table(summary)
-    print(f"results: {output / 'summary.json'}")
+        path = output / files[name]
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                for ex, cs, scores in zip(examples, result.completions, result.scores):
+                    f.write(json.dumps({"id": ex.id, "question": ex.question, "gold": ex.answer,
+                                        "completions": [c.text for c in cs], "scores": scores}) + "\n")
+        except OSError as e:
+            log.error("%s: could not write %s (%s); its scores go to summary.json", name, path, e)
+            stats["completions"] = None
+            failed.append(str(path))
+        # Rewritten after every dataset, so a later crash keeps the datasets already scored.
+        try:
+            atomic_write_text(output / "summary.json", json.dumps(summary, indent=2))
+        except OSError as e:
+            log.error("could not write %s (%s)", output / "summary.json", e)
+            failed.append(str(output / "summary.json"))
     engine.close()
+    _print_table(summary)  # the scores on screen even when no file could be written
+    if failed:
+        print(f"essa-eval: could not write {', '.join(sorted(set(failed)))}", file=sys.stderr)
+        return 1
+    print(f"results: {output / 'summary.json'}")
     return 0
+
+
+ALL_ROWS = "all rows"
+
+
+def is_file_dataset(name: str) -> bool:
+    """True when ``name`` is a local file rather than a benchmark name, a folder or an HF id."""
+    from essa.data.loading import KNOWN_DATASETS
+    # Known names win in load_task, so a stray file called "gsm8k" in the cwd changes nothing.
+    return name != "arithmetic" and name not in KNOWN_DATASETS and Path(name).is_file()
+
+
+def eval_split(task_cfg, name: str, split: str | None) -> str | None:
+    """The split to score: the one asked for, else None (every row) for a file, else the test split."""
+    if split:
+        return split
+    return None if is_file_dataset(name) else task_cfg.test_split
+
+
+def load_examples(task_cfg, name: str, split: str | None):
+    """(task, examples, split label) for one dataset; the label is the split or ``"all rows"``."""
+    from essa.data import load_task
+    chosen = eval_split(task_cfg, name, split)
+    if chosen is not None:
+        task = load_task(dataclasses.replace(task_cfg, dataset=name))
+        return task, task.split(chosen), chosen
+    # A file is all train split to the loader, which carves a validation split off it for
+    # training; with no validation split asked for, the splits together are the file in order.
+    task = load_task(dataclasses.replace(task_cfg, dataset=name, validation_split=""))
+    return task, [ex for rows in task.splits.values() for ex in rows], ALL_ROWS
+
+
+def slug(name: str) -> str:
+    """A file-name-safe stem for a dataset name or path: ``/d/My Set.jsonl`` -> ``My-Set``."""
+    stem = Path(name.rstrip("/\\")).name
+    for ext in (".jsonl", ".json", ".parquet"):
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "dataset"
+
+
+def completions_files(names: list[str]) -> dict[str, str]:
+    """``completions-<slug>.jsonl`` for every dataset, numbered where two slugs collide."""
+    files, used = {}, set()
+    for name in names:
+        base = slug(name)
+        stem, n = base, 1
+        while stem in used:
+            n += 1
+            stem = f"{base}-{n}"
+        used.add(stem)
+        files[name] = f"completions-{stem}.jsonl"
+    return files
 
 
 def adapter_folder(path: Path) -> Path:
@@ -121,13 +202,17 @@ def _print_table(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
     table = Table(title=f"essa-eval: {summary['model']}" + (f" + {summary['adapter']}" if summary['adapter'] else ""))
-    for col in ("dataset", "items", "greedy acc", "avg@k", "pass@k", "tokens", "seconds"):
-        table.add_column(col, justify="right" if col != "dataset" else "left")
+    # A long path folds onto more lines instead of being cut to "/tmp/da…".
+    table.add_column("dataset", overflow="fold")
+    table.add_column("split", no_wrap=True)
+    for col in ("items", "greedy acc", "avg@k", "pass@k", "tokens", "seconds"):
+        table.add_column(col, justify="right")
     fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"
     for name, s in summary["datasets"].items():
-        table.add_row(name, str(s["items"]), fmt(s["greedy_accuracy"]), fmt(s["avg_at_k"]),
+        table.add_row(name, s["split"], str(s["items"]), fmt(s["greedy_accuracy"]), fmt(s["avg_at_k"]),
                       fmt(s["pass_at_k"]), str(s["tokens"]), str(s["seconds"]))
-    Console(stderr=False).print(table)
+    # A pipe or a log file has no width to fit: rich's default of 80 would fold benchmark names.
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
 
 
 if __name__ == "__main__":

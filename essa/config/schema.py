@@ -33,7 +33,11 @@ class ModelConfig:
 
     path: str = _f("smollm2-135m-instruct", "Base model: a local Hugging Face folder, or the alias "
                    "'smollm2-135m-instruct' for the CPU demo model prepared by `essa prepare-model`.")
-    dtype: Literal["bfloat16", "float16", "float32"] = _f("bfloat16", "Weight dtype of the base model.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = _f(
+        "auto", "Weight and compute dtype of the base model. auto: bfloat16 where the device computes "
+        "it natively (CUDA with bf16; CPUs with AVX512_BF16 or AMX), float32 on other CPUs (bf16 is "
+        "emulated there, many times slower). Each worker decides on its own device; see "
+        "essa/models/dtype.py.")
     quantization: Literal["none", "int8", "int4", "fp8"] = _f(
         "none", "Quantize the base model at load time (bitsandbytes int8 / nf4, or vLLM fp8). "
         "Adapters stay in full precision.")
@@ -193,8 +197,11 @@ class EngineConfig:
         "else merged; otherwise adapter).")
     max_loras: int = _f(8, "Adapter mode: most candidates (LoRA adapters) in one engine pass.")
     adapter_dir: str = _f("", "Adapter mode: folder for candidate adapters (default /dev/shm).")
-    enforce_eager: bool = _f(False, "vLLM: skip torch.compile / graph capture. Starts in seconds "
-                             "instead of minutes on the CPU build, generates slower (tests use it).")
+    enforce_eager: bool | Literal["auto"] = _f(
+        "auto", "vLLM: skip torch.compile / graph capture (true), or compile (false). Compiling takes "
+        "minutes on the CPU build with empty caches and then generates faster. auto: compile on "
+        "GPUs; on the CPU build compile only when the planned generation is long enough to win "
+        "the compile time back (essa/engines/compile_choice.py).")
 
     def validate(self) -> None:
         _check(self.max_tokens >= 1, f"engine.max_tokens: must be >= 1, got {self.max_tokens}")

@@ -15,7 +15,8 @@ def sampling_from_config(engine_cfg) -> SamplingSettings:
 def make_engine(model_cfg, engine_cfg, adapter_cfg=None, **kwargs):
     """The engine named by ``engine.backend``, with the base model loaded once.
 
-    ``adapter_cfg`` (an AdapterConfig) tells the engine the LoRA rank and modules to expect.
+    ``adapter_cfg`` (an AdapterConfig) tells the engine the LoRA rank and modules to expect;
+    ``planned_tokens`` (vLLM) the most tokens it will generate, for ``engine.enforce_eager: auto``.
     """
     model_path = resolve_model_path(model_cfg.path)
     if engine_cfg.backend == "vllm":
@@ -26,5 +27,5 @@ def make_engine(model_cfg, engine_cfg, adapter_cfg=None, **kwargs):
         return VLLMEngine(model_path, model_cfg, engine_cfg, **kwargs)
     if engine_cfg.backend == "transformers":
         from essa.engines.hf_engine import TransformersEngine
-        return TransformersEngine(model_path, model_cfg, engine_cfg)
+        return TransformersEngine(model_path, model_cfg, engine_cfg)  # no compile step: planned_tokens unused
     raise ValueError(f"engine.backend: {engine_cfg.backend!r}; choose 'vllm' or 'transformers'")

@@ -16,6 +16,7 @@ chunks of at most ``max_batch_rows`` rows.
 from __future__ import annotations
 
 import gc
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -61,7 +62,9 @@ class TransformersEngine:
         (0 leaves torch's setting; 1 is fastest on small, shared CPUs); ``device``: default cuda
         when available, else cpu.
         """
-        dtype = _DTYPES[model_cfg.dtype]
+        from essa.models.dtype import probe_device, resolve_dtype
+        self.dtype_choice = resolve_dtype(model_cfg.dtype, probe_device(device or "auto"))
+        dtype = _DTYPES[self.dtype_choice.dtype]
         quant = quantization_config(model_cfg.quantization, dtype)  # fp8 fails before any loading
         if threads > 0:
             torch.set_num_threads(threads)
@@ -84,6 +87,8 @@ class TransformersEngine:
             self.model.to(self.device)
         self.model.eval()
         self.eos_ids = self._eos_ids()
+        if self.dtype_choice.warning:
+            logging.getLogger("essa").warning(self.dtype_choice.warning)
 
     def _eos_ids(self) -> list[int]:
         """Every token that ends a completion: the generation config's and the tokenizer's eos."""
@@ -227,6 +232,12 @@ class TransformersEngine:
             total = preds.gather(-1, targets[:, None]).sum().item()
             scores.append(ContinuationScore(float(total), count))
         return scores
+
+    def describe(self) -> str:
+        """One line for logs and the run directory: backend, dtype, quantization, device."""
+        quant = "" if self.quantization == "none" else f", {self.quantization}"
+        return (f"transformers {self.dtype_choice.dtype} ({self.dtype_choice.reason}){quant} "
+                f"on {self.device}")
 
     def close(self) -> None:
         """Drop the model and free its memory."""

@@ -20,6 +20,7 @@ rank and the model's weights are reachable for merged mode.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -65,7 +66,9 @@ class VLLMEngine:
 
     def __init__(self, model_path: Path, model_cfg, engine_cfg, lora_rank: int = 8,
                  lora_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
-                 both_modes: bool = False):
+                 both_modes: bool = False, planned_tokens: int | None = None):
+        """``planned_tokens``: the most tokens this engine will generate (decides
+        ``engine.enforce_eager: auto`` on the CPU build); None when unknown."""
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         if engine_cfg.kv_cache_gib > 0:  # read by the CPU worker when it sizes its KV cache
@@ -73,7 +76,13 @@ class VLLMEngine:
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        from essa.engines.compile_choice import choose_eager
+        from essa.models.dtype import resolve_dtype
+
         self.on_cpu = current_platform.is_cpu()
+        self.dtype_choice = resolve_dtype(model_cfg.dtype)
+        self.eager, self.eager_reason = choose_eager(engine_cfg.enforce_eager, self.on_cpu, planned_tokens,
+                                                     self.dtype_choice.dtype)
         quant = model_cfg.quantization
         if quant == "int8":
             raise ValueError("model.quantization=int8 is not available in vLLM; use engine.backend="
@@ -82,7 +91,7 @@ class VLLMEngine:
             raise ValueError("model.quantization=int4 (bitsandbytes) needs vLLM on a CUDA GPU; on the "
                              "CPU use engine.backend=transformers")
         self.mode = resolve_mode(engine_cfg.mode, quant, self.on_cpu, engine_cfg.tensor_parallel_size,
-                                 engine_cfg.enforce_eager)
+                                 self.eager)
         self.model_path = Path(model_path)
         self.max_loras = engine_cfg.max_loras
         kwargs: dict[str, Any] = {}
@@ -103,18 +112,25 @@ class VLLMEngine:
             kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(lora_rank),
                           max_loras=self.max_loras, max_cpu_loras=self.max_loras,
                           lora_target_modules=list(lora_modules))
-        self.llm = LLM(model=str(model_path), dtype=model_cfg.dtype,
+        self.llm = LLM(model=str(model_path), dtype=self.dtype_choice.dtype,
                        max_model_len=engine_cfg.max_model_len,
                        gpu_memory_utilization=engine_cfg.memory_fraction,
                        tensor_parallel_size=engine_cfg.tensor_parallel_size,
-                       seed=engine_cfg.seed, enforce_eager=engine_cfg.enforce_eager, **kwargs)
+                       seed=engine_cfg.seed, enforce_eager=self.eager, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        if self.dtype_choice.warning:
+            logging.getLogger("essa").warning(self.dtype_choice.warning)
         self.folders = AdapterFolders(engine_cfg.adapter_dir or None) if self.lora_on else None
         self.merged = None
         if self.mode == "merged" or self.both_modes:
             from essa.engines.vllm_merged import MergedWeights
             model = self._driver_model()
             self.merged = MergedWeights(model, self.model_path, list(lora_modules), self.on_cpu)
+
+    def describe(self) -> str:
+        """One line for logs and the run directory: backend, dtype, compile and candidate mode."""
+        return (f"vllm {self.dtype_choice.dtype} ({self.dtype_choice.reason}), "
+                f"{'eager' if self.eager else 'compiled'} ({self.eager_reason}), mode {self.mode}")
 
     @property
     def candidates_per_pass(self) -> int:

@@ -105,14 +105,16 @@ class MergedWeights:
             if (layer, name) not in by_target:
                 self._set(layer, name, self.originals[(layer, name)].clone())
         for (layer, name), parts in by_target.items():
-            merged = self.originals[(layer, name)].float()  # a fresh float32 copy
+            # A fresh float32 copy: ``.float()`` of a float32 tensor is the tensor itself, and
+            # adding into it would corrupt the saved original (every later swap drifts).
+            merged = self.originals[(layer, name)].to(torch.float32, copy=True)
             for block, delta in parts:
                 if block is None:
                     merged += delta
                 else:
                     start, stop = self.blocks[name][block]
                     merged[start:stop] += delta
-            self._set(layer, name, merged.to(self.originals[(layer, name)].dtype))
+            self._set(layer, name, merged.to(self.originals[(layer, name)].dtype))  # float32: no copy
         self._touched = list(by_target)
 
     def restore(self) -> None:

@@ -23,7 +23,11 @@ class EngineEvaluator:
         self.task = load_task(config.task)
         self.reward = get_reward(self.task.reward)
         self.sampling = sampling_from_config(config.engine)
-        self.engine = make_engine(config.model, config.engine, config.adapter)
+        from essa.runtime.plan import planned_tokens_per_engine
+        self.engine = make_engine(config.model, config.engine, config.adapter,
+                                  planned_tokens=planned_tokens_per_engine(config))
+        describe = getattr(self.engine, "describe", None)
+        self.engine_description = describe() if describe else self.engine.name
         self._prompts: dict[str, list[str]] = {}
         self.space = None
         self.relative = True

@@ -54,6 +54,8 @@ class Run:
         self.checkpoints = CheckpointWriter(run_dir)
         self.sampler = BatchSampler(len(self.task.split(config.task.train_split)),
                                     config.fitness.prompts_per_candidate, config.seed)
+        self._estimated = False  # the time estimate is logged once, after the first generation
+        self._val_item_seconds = 0.0  # seconds per validation item, once one validation was timed
         self.master = Master(transport, self.space.checksum, config.runtime.task_timeout_s,
                              should_abandon=lambda: stop.abandon,
                              min_task_items=config.runtime.min_task_items)
@@ -92,6 +94,24 @@ class Run:
                  "(%.2f eval/s)", g, _or_nan(rec["fitness_max"]),
                  _or_nan(rec["fitness_mean"]), rec["sigma"], rec["failed"], tokens, seconds,
                  rec["evals_per_s"])
+        if not self._estimated:
+            self._estimated = True
+            log.info("estimate: about %s more for the remaining %d generations, validations and "
+                     "the final evaluation (from this generation's time)",
+                     _duration(self.remaining_seconds(g, seconds)), self.config.search.generations - g - 1)
+
+    def remaining_seconds(self, g: int, gen_seconds: float) -> float:
+        """Time left after generation g: the generations at this one's pace, the validations and
+        the final evaluation (3 vectors on validation and test items) at the pace of the first
+        validation, or of this generation's candidate-prompt pairs when none was timed."""
+        cfg = self.config
+        s, rt = cfg.search, cfg.runtime
+        per_item = self._val_item_seconds or gen_seconds / (s.popsize * cfg.fitness.prompts_per_candidate)
+        left = s.generations - g - 1
+        validations = sum(1 for k in range(g + 1, s.generations) if rt.eval_every and (k + 1) % rt.eval_every == 0)
+        items = (validations * rt.eval_items + 3 * (rt.eval_items + rt.test_items)
+                 if cfg.task.validation_split else 3 * rt.test_items)
+        return left * gen_seconds + items * per_item
 
     def validate_mean(self, g: int) -> None:
         """Score the mean vector on validation; g = -1 is the starting adapter, before any search.
@@ -103,8 +123,12 @@ class Run:
         if not split:
             return
         n = min(self.config.runtime.eval_items, len(self.task.split(split)))
+        t0 = time.time()
         out = self.master.run_round(g, self.strategy.mean[None, :], ["mean"], split, np.arange(n),
                                     "accuracy", split_rows=True)
+        # The first validation may have waited for the engines to start: time it from the first
+        # worker's Hello.
+        self._val_item_seconds = (time.time() - max(t0, self.master.first_ready_at or t0)) / n
         self.record({"generation": g, "phase": "validation", "val_accuracy": _num(out.fitness[0]),
                      "val_items": n, "wall_time": self.state["wall_time"],
                      "tokens_total": self.state["tokens"]})
@@ -178,7 +202,8 @@ class Run:
                    "strategy": type(s).__name__, "search_dimension": self.space.dim,
                    "popsize": cfg.search.popsize, "sigma": float(s.sigma),
                    "tokens": self.state["tokens"], "wall_time": self.state["wall_time"],
-                   "adapters": exported, "validation": validation, "test": test}
+                   "adapters": exported, "validation": validation, "test": test,
+                   "engines": {str(rank): what for rank, what in sorted(self.master.engines.items())}}
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         log.info("summary: %d generations, best fitness %s, test accuracy %s; adapters in %s",
                  s.generation, self.state["best_fitness"],
@@ -199,6 +224,13 @@ class Run:
         self.record({"generation": self.strategy.generation, "phase": phase, f"{phase}_items": n,
                      **{f"{phase}_accuracy_{k}": _num(v) for k, v in zip(labels, out.fitness)}})
         return {"items": n, "accuracy": dict(zip(labels, map(float, out.fitness)))}
+
+
+def _duration(seconds: float) -> str:
+    """'42 s', '13 min' or '2.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _or_nan(value: float | None) -> float:

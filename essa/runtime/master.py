@@ -51,6 +51,8 @@ class Master:
         self.should_abandon = should_abandon
         self.ready: list[int] = []
         self.capacity: dict[int, int] = {}  # tasks a worker may hold: two engine passes' worth
+        self.first_ready_at: float | None = None  # when the first worker said Hello
+        self.engines: dict[int, str] = {}  # rank -> its engine as built (dtype, compile), for the record
         self._round_id = 0
         self._started = time.time()
 
@@ -100,8 +102,10 @@ class Master:
             if msg.checksum != self.checksum:
                 raise WorkerFailure(f"rank {msg.rank} ({msg.host}) rebuilt a different search space "
                                     f"(checksum {msg.checksum[:12]} != {self.checksum[:12]})")
-            log.info("worker rank %d ready on %s after %.0f s", msg.rank, msg.host,
-                     time.time() - self._started)
+            log.info("worker rank %d ready on %s after %.0f s%s", msg.rank, msg.host,
+                     time.time() - self._started, f": {msg.engine}" if msg.engine else "")
+            self.engines[msg.rank] = msg.engine
+            self.first_ready_at = self.first_ready_at or time.time()
             self.ready.append(msg.rank)
             self.capacity[msg.rank] = 2 * max(1, msg.tasks_per_pass)
         elif isinstance(msg, Failure):

@@ -33,6 +33,7 @@ class Hello:
     checksum: str
     host: str = ""
     tasks_per_pass: int = 1  # tasks of one slice the worker scores in one engine pass
+    engine: str = ""  # the engine as it was built: backend, dtype, compiled or eager (and why)
 
 
 @dataclass

@@ -28,13 +28,31 @@ def _adapter_shape(config) -> tuple[int, int, str]:
     return modules, rank, f"folder {folder}: {modules} LoRA modules"
 
 
+def engine_count(config, ranks: int) -> int:
+    """Engines of a run on ``ranks`` processes (rank 0 holds one only with master_evaluates)."""
+    return ranks if ranks > 1 and config.runtime.master_evaluates else max(1, ranks - 1)
+
+
+def planned_tokens_per_engine(config, ranks: int | None = None) -> int:
+    """The most tokens one engine generates in the whole run (search, validations, final
+    evaluation of base/start/mean), shared evenly by the engines; ``ranks`` defaults to MPI's."""
+    if ranks is None:
+        from essa.runtime.launch import world
+        ranks = world()[1]
+    s, rt, f, e = config.search, config.runtime, config.fitness, config.engine
+    search = s.generations * s.popsize * f.prompts_per_candidate * (0 if f.kind == "loglik" else 1)
+    validations = (s.generations // rt.eval_every + 1) * rt.eval_items if rt.eval_every else 0
+    final = 3 * (rt.eval_items + rt.test_items)
+    return (search + validations + final) * e.max_tokens // engine_count(config, ranks)
+
+
 def describe_plan(config, ranks: int) -> str:
     """A few lines: search dimension and layout, population, roles, batch, budget."""
     modules, rank, source = _adapter_shape(config)
     k = searched_count(rank, config.adapter.alpha_frac)
     dim = modules * 2 * k
     s, rt, f = config.search, config.runtime, config.fitness
-    workers = ranks if ranks > 1 and rt.master_evaluates else max(1, ranks - 1)
+    workers = engine_count(config, ranks)
     per_gen = s.popsize * f.prompts_per_candidate
     tokens = per_gen * (config.engine.max_tokens if f.kind != "loglik" else 0)
     roles = ("1 process: master + 1 worker (local transport)" if ranks == 1 else
@@ -54,4 +72,24 @@ def describe_plan(config, ranks: int) -> str:
         f"{per_gen / workers:.0f} prompt evaluations per worker",
         f"evaluation  mean vector on {rt.eval_items} validation items every {rt.eval_every} "
         f"generations; final base/start/mean on {rt.test_items} test items",
+        *_engine_lines(config, ranks),
     ])
+
+
+def _engine_lines(config, ranks: int) -> list[str]:
+    """dtype and compile choices as this machine would make them (a worker on another node
+    decides on its own device and logs its choice when it is ready)."""
+    import torch
+
+    from essa.engines.compile_choice import choose_eager
+    from essa.models.dtype import resolve_dtype
+    choice = resolve_dtype(config.model.dtype)
+    lines = [f"dtype       {choice.describe(config.model.dtype)} on this machine"]
+    if choice.warning:
+        lines.append(f"warning     {choice.warning}")
+    if config.engine.backend == "vllm":
+        planned = planned_tokens_per_engine(config, ranks)
+        eager, why = choose_eager(config.engine.enforce_eager, not torch.cuda.is_available(), planned,
+                                  choice.dtype)
+        lines.append(f"compile     {'eager' if eager else 'torch.compile'} ({why})")
+    return lines

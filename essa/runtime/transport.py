@@ -110,9 +110,15 @@ class MpiWorker:
         return self.comm.recv(source=0, tag=self._mpi.ANY_TAG)
 
     def try_recv(self):
-        """The next message from the master if one is already here, else None."""
-        if self.comm.iprobe(source=0, tag=self._mpi.ANY_TAG):
-            return self.comm.recv(source=0, tag=self._mpi.ANY_TAG)
+        """The next message from the master if one is already here, else None.
+
+        Probed twice: after a long pause in MPI (an engine pass), MPICH's first probe only moves
+        messages that arrived meanwhile into its queue and still answers no (seen: a Stop sent
+        9 s earlier was missed by one probe and found by the next), and a worker would then run
+        a whole extra pass before it noticed."""
+        tag = self._mpi.ANY_TAG
+        if self.comm.iprobe(source=0, tag=tag) or self.comm.iprobe(source=0, tag=tag):
+            return self.comm.recv(source=0, tag=tag)
         return None
 
     def flush(self, timeout: float = 5.0) -> None:

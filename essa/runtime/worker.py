@@ -10,6 +10,7 @@ message instead of hanging.
 
 from __future__ import annotations
 
+import logging
 import socket
 import traceback
 from collections import deque
@@ -17,6 +18,8 @@ from collections import deque
 import numpy as np
 
 from essa.runtime.messages import Failure, Hello, Result, Round, Setup, Stop, Task
+
+log = logging.getLogger("essa")
 
 
 def _cause(exc: BaseException) -> str:
@@ -42,7 +45,8 @@ def run_worker(transport, make_evaluator) -> int:
         transport.send(Failure(rank, -1, -1, f"start-up failed: {_cause(exc)}"))
         transport.flush()
         return 1
-    transport.send(Hello(rank, evaluator.checksum, socket.gethostname(), _tasks_per_pass(evaluator)))
+    transport.send(Hello(rank, evaluator.checksum, socket.gethostname(), _tasks_per_pass(evaluator),
+                         getattr(evaluator, "engine_description", "")))
     status = _serve(transport, evaluator, rank)
     evaluator.close()
     transport.flush()
@@ -66,6 +70,10 @@ def _serve(transport, evaluator, rank: int) -> int:
         if isinstance(msg, Round):
             current = msg
         elif isinstance(msg, Task):
+            if _stop_waiting(transport, backlog):
+                dropped = 1 + sum(isinstance(m, Task) for m in backlog)
+                log.info("rank %d: stop received, %d queued task(s) dropped", rank, dropped)
+                return 0
             group = [msg]
             while len(group) < per_pass:  # tasks already here that can share the engine pass
                 extra = next_message(block=False)
@@ -76,6 +84,15 @@ def _serve(transport, evaluator, rank: int) -> int:
                     break
                 group.append(extra)
             _score_pass(transport, evaluator, current, group, rank)
+
+
+def _stop_waiting(transport, backlog: deque) -> bool:
+    """Read every message already here into ``backlog`` (keeping their order); True when a Stop is
+    among them. Checked before each engine pass, so a worker whose master stopped (a signal, a
+    failure elsewhere) ends after at most the pass it is in instead of running its queued tasks."""
+    while (msg := transport.try_recv()) is not None:
+        backlog.append(msg)
+    return any(isinstance(m, Stop) for m in backlog)
 
 
 def _tasks_per_pass(evaluator) -> int:

@@ -66,7 +66,8 @@ def _engine_completions(config, candidates: list, prompts: list[str]):
     """Completions [candidate][prompt] from the configured engine (raises if it cannot apply adapters)."""
     from essa.engines import make_engine, sampling_from_config
 
-    engine = make_engine(config.model, config.engine, adapter_cfg=config.adapter)
+    engine = make_engine(config.model, config.engine, adapter_cfg=config.adapter,
+                         planned_tokens=len(candidates) * len(prompts) * config.engine.max_tokens)
     try:
         per_candidate = engine.generate(prompts, [None if c is None else str(c) for c in candidates],
                                         sampling_from_config(config.engine))
