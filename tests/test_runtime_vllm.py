@@ -61,6 +61,8 @@ def test_demo_config_shrunk_under_mpirun_three_ranks_real_engines(tmp_path, demo
     assert not VLLM_INFO_LINE.search(out + err), VLLM_INFO_LINE.search(out + err).group(0)
     assert "reset prefix cache" not in out + err and "[essa " in err
     assert re.search(r"worker rank 1 ready on .*: vllm (bfloat16|float32) \(.*\), eager \(as configured\)", err)
+    assert re.search(r"estimate: about \d+ (s|min) more for the remaining 1 generations", err)
+    assert set(summary["engines"]) == {"1", "2"} and "eager (as configured)" in summary["engines"]["1"]
 
 
 def test_sigterm_with_real_engines_stops_after_the_current_pass(tmp_path, demo_model):

@@ -43,7 +43,7 @@ class Device:
 def probe_device(device: str = "auto") -> Device:
     """This process's device: CUDA when asked for or available (``device='auto'``), else the CPU."""
     import torch
-    if device in ("auto", "cuda") and torch.cuda.is_available():
+    if (device == "auto" or device.startswith("cuda")) and torch.cuda.is_available():
         return Device("cuda", torch.cuda.get_device_name(0), cuda_bf16=torch.cuda.is_bf16_supported())
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     flags = {f for f in ("avx512_bf16", "amx_bf16") if caps.get(f)}
