@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         config.adapter.rank = adapter.rank
     planned = sum(len(ex) for _, ex, _ in tasks.values()) * args.samples * config.engine.max_tokens
     engine = make_engine(config.model, config.engine, config.adapter, planned_tokens=planned)
-    if hasattr(engine, "describe"):
-        log.info("engine: %s", engine.describe())
+    log.info("engine: %s", engine.describe())
     sampling = sampling_from_config(config.engine)
     sampling.n = args.samples
     summary = {"model": config.model.path, "adapter": args.adapter, "split": args.split,

@@ -74,6 +74,10 @@ class Engine(Protocol):
         """Log-likelihood of ``continuations[i]`` after ``prompts[i]``, indexed [candidate][item]."""
         ...
 
+    def describe(self) -> str:
+        """One line for logs and the run record: backend, dtype and how it was chosen."""
+        ...
+
     def close(self) -> None:
         """Free the engine's memory and processes."""
         ...

@@ -4,8 +4,9 @@ bf16 is fast only where the hardware computes it: CUDA GPUs with bf16, and CPUs 
 or AMX. On other CPUs (AVX2-only x86: most laptops and many cloud VMs) PyTorch and oneDNN emulate
 it, and a bf16 matmul ran 40x slower than float32 (0.4 against 17.1 GFLOP/s; vLLM generation 18
 against 62 tok/s). ``auto`` therefore picks bf16 where it is native and float32 elsewhere; an
-explicit dtype is honoured, with a warning when it will be slow here. Engines, SFT, GRPO and
-evaluation all ask :func:`resolve_dtype`.
+explicit dtype is honoured, with a warning when it will be slow here. Both inference engines
+(and so essa-train, essa-eval and the dry-run plan) ask :func:`resolve_dtype`; SFT and the GRPO
+baseline train in float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class DtypeChoice:
 
     def describe(self, requested: str) -> str:
         """One line for logs and the dry-run plan."""
-        head = f"{self.dtype} ({self.reason})" if requested == "auto" else f"{self.dtype} (as configured)"
-        return f"model.dtype {requested} -> {head}" if requested == "auto" else f"model.dtype {head}"
+        if requested == "auto":
+            return f"model.dtype auto -> {self.dtype} ({self.reason})"
+        return f"model.dtype {self.dtype} (as configured)"
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,3 @@ def resolve_dtype(requested: str, dev: Device | None = None) -> DtypeChoice:
                    "than float32; use model.dtype auto or float32")
     return DtypeChoice(requested, why, warning)
 
-
-def torch_dtype(name: str):
-    """The torch dtype of a resolved name (bfloat16, float16, float32)."""
-    import torch
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]

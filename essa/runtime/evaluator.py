@@ -26,8 +26,7 @@ class EngineEvaluator:
         from essa.runtime.plan import planned_tokens_per_engine
         self.engine = make_engine(config.model, config.engine, config.adapter,
                                   planned_tokens=planned_tokens_per_engine(config))
-        describe = getattr(self.engine, "describe", None)
-        self.engine_description = describe() if describe else self.engine.name
+        self.engine_description = self.engine.describe()
         self._prompts: dict[str, list[str]] = {}
         self.space = None
         self.relative = True

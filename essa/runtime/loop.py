@@ -54,7 +54,6 @@ class Run:
         self.checkpoints = CheckpointWriter(run_dir)
         self.sampler = BatchSampler(len(self.task.split(config.task.train_split)),
                                     config.fitness.prompts_per_candidate, config.seed)
-        self._estimated = False  # the time estimate is logged once, after the first generation
         self._val_item_seconds = 0.0  # seconds per validation item, once one validation was timed
         self.master = Master(transport, self.space.checksum, config.runtime.task_timeout_s,
                              should_abandon=lambda: stop.abandon,
@@ -67,7 +66,8 @@ class Run:
 
     # ---- one generation ---------------------------------------------------------------------
 
-    def generation(self, g: int) -> None:
+    def generation(self, g: int) -> float:
+        """Run generation g; returns its seconds."""
         t0 = time.time()
         X = self.strategy.ask()  # (lambda, d)
         ids = self.sampler.batch(g)
@@ -94,11 +94,7 @@ class Run:
                  "(%.2f eval/s)", g, _or_nan(rec["fitness_max"]),
                  _or_nan(rec["fitness_mean"]), rec["sigma"], rec["failed"], tokens, seconds,
                  rec["evals_per_s"])
-        if not self._estimated:
-            self._estimated = True
-            log.info("estimate: about %s more for the remaining %d generations, validations and "
-                     "the final evaluation (from this generation's time)",
-                     _duration(self.remaining_seconds(g, seconds)), self.config.search.generations - g - 1)
+        return seconds
 
     def remaining_seconds(self, g: int, gen_seconds: float) -> float:
         """Time left after generation g: the generations at this one's pace, the validations and
@@ -108,7 +104,7 @@ class Run:
         s, rt = cfg.search, cfg.runtime
         per_item = self._val_item_seconds or gen_seconds / (s.popsize * cfg.fitness.prompts_per_candidate)
         left = s.generations - g - 1
-        validations = sum(1 for k in range(g + 1, s.generations) if rt.eval_every and (k + 1) % rt.eval_every == 0)
+        validations = s.generations // rt.eval_every - (g + 1) // rt.eval_every if rt.eval_every else 0
         items = (validations * rt.eval_items + 3 * (rt.eval_items + rt.test_items)
                  if cfg.task.validation_split else 3 * rt.test_items)
         return left * gen_seconds + items * per_item
@@ -151,8 +147,13 @@ class Run:
         try:
             if self.state["generation"] == 0 and cfg.runtime.eval_every:
                 self.validate_mean(-1)  # the starting point of the validation curve
-            for g in range(self.state["generation"], cfg.search.generations):
-                self.generation(g)
+            first = self.state["generation"]
+            for g in range(first, cfg.search.generations):
+                seconds = self.generation(g)
+                if g == first:  # an honest figure needs one real generation of this process
+                    log.info("estimate: about %s more for the remaining %d generations, validations "
+                             "and the final evaluation (from this generation's time)",
+                             _duration(self.remaining_seconds(g, seconds)), cfg.search.generations - g - 1)
                 if cfg.runtime.eval_every and (g + 1) % cfg.runtime.eval_every == 0:
                     self.validate_mean(g)
                 self.checkpoint(g)
