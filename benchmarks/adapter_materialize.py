@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from essa.adapters import SvdSpace, write_adapter
+from essa.adapters import SvdSpace, peft_tensors, write_adapter
 from essa.adapters.init import lora_config
+from essa.engines.lora_weights import module_deltas
 
 # SmolLM2-135M attention projections: (out_features, in_features).
 SHAPES = {"q_proj": (576, 576), "k_proj": (192, 576), "v_proj": (192, 576), "o_proj": (576, 576)}
@@ -74,12 +75,12 @@ def naive_materialize(space: SvdSpace, x: np.ndarray) -> dict[str, torch.Tensor]
     """One module at a time, float64 SVD recomputed: what a first implementation would do."""
     out = {}
     for sl in space.layout:
-        key = f"base_model.model.{sl.module}.lora_{sl.factor}.weight"
-        u, s, vt = torch.linalg.svd(space.adapter.tensors[key].double(), full_matrices=False)
+        factor = space.adapter.candidate.factors[sl.module]["AB".index(sl.factor)]
+        u, s, vt = torch.linalg.svd(factor.double(), full_matrices=False)
         s = s.clone()
         s[: space.k] = torch.from_numpy(x[sl.start : sl.stop])
-        out[key] = (u * s) @ vt
-    return {k: v.float() for k, v in out.items()}
+        out[sl.module.key(sl.factor)] = ((u * s) @ vt).float()
+    return out
 
 
 def main() -> None:
@@ -93,11 +94,11 @@ def main() -> None:
         space = SvdSpace.from_folder(folder, args.alpha_frac)
         build_s = time.perf_counter() - start
         rng = np.random.default_rng(0)
-        x = space.initial_vector() * (1 + 0.1 * rng.standard_normal(space.dim))
-        owned = {k: v.clone() for k, v in space.materialize(x).items()}
+        x = space.start_vector() * (1 + 0.1 * rng.standard_normal(space.dim))
+        owned = {k: v.clone() for k, v in peft_tensors(space.candidate(x)).items()}
         nbytes = sum(v.numel() * v.element_size() for v in owned.values())
         rows = [
-            ("materialize (in memory)", timed(lambda: space.materialize(x), args.reps)),
+            ("materialize (in memory)", timed(lambda: space.candidate(x), args.reps)),
             ("materialize + write folder, f32", timed(
                 lambda: space.write_candidate(x, tmp / "cand"), args.reps)),
             ("materialize + write folder, bf16", timed(
@@ -107,8 +108,8 @@ def main() -> None:
             ("baseline: naive materialize + save_file", timed(
                 lambda: save_file(naive_materialize(space, x), str(tmp / "naive.safetensors")),
                 max(5, args.reps // 5))),
-            ("delta_weights (merged mode, in memory)", timed(
-                lambda: space.delta_weights(x), args.reps)),
+            ("module_deltas (merged mode, in memory)", timed(
+                lambda: module_deltas(space.candidate(x)), args.reps)),
         ]
     print(f"{space.summary}; rank {args.rank}, {len(space.adapter.modules)} modules, "
           f"{nbytes / 2**20:.2f} MiB float32, written to {args.dir}, "

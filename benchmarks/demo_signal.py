@@ -62,13 +62,12 @@ def main() -> None:
     from essa.config import load_config
     from essa.data import build_prompts, load_task
     from essa.engines import make_engine, sampling_from_config
-    from essa.engines.base import LoraCandidate
     from essa.fitness import score_candidates
     from essa.rewards import get_reward
     from essa.sft import ensure_warm_start
 
     config = load_config(args.config, args.set)
-    space = SvdSpace.from_folder(ensure_warm_start(config), config.adapter.alpha_frac)
+    space = SvdSpace.from_folder(ensure_warm_start(config), config.adapter.alpha_frac, "relative")
     task = load_task(config.task)
     reward = get_reward(task.reward)
     engine = make_engine(config.model, config.engine, config.adapter)
@@ -88,8 +87,7 @@ def main() -> None:
     for sigma in args.sigmas:
         t0 = time.time()
         z = np.vstack([np.zeros(space.dim), sigma * rng.standard_normal((args.candidates, space.dim))])
-        cands = [LoraCandidate(space.materialize(space.vector_from_relative(x)),
-                               dict(space.adapter.config), name=f"s{sigma}-{i}") for i, x in enumerate(z)]
+        cands = [space.candidate(x, f"s{sigma}-{i}") for i, x in enumerate(z)]
         on_batch = [score_candidates(engine, cands, b, prompts(b), reward, "hybrid", sampling)
                     for b in batches]
         held = score_candidates(engine, cands, holdout, prompts(holdout), reward, "accuracy", sampling)

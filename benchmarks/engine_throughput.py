@@ -10,8 +10,8 @@ materialize + write time against one candidate's evaluation time.
     python benchmarks/engine_throughput.py --batch-sizes 64 --candidates 8 --modes merged --repeats 3
 
 With --repeats N every cell measures plain and ESSA N times, alternating (plain, ESSA, plain, ...),
-and reports the medians and the median of the N paired ratios: on a shared machine one pair can
-be off by 10-20%.
+and reports the medians and the median of the N paired ratios (single pairs are noisy on a shared
+machine). Figures: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ def main() -> None:
     from essa.adapters.svd_space import SvdSpace
     from essa.config import EngineConfig, ModelConfig, RunConfig
     from essa.data import build_prompts, load_task
-    from essa.engines.base import LoraCandidate, SamplingSettings
-    from essa.engines import vllm_cpu_lora
+    from essa.engines import vllm_internals
+    from essa.engines.base import SamplingSettings
+    from essa.engines.lora_weights import module_deltas
     from essa.engines.vllm_engine import VLLMEngine, resolve_mode
     from essa.models import prepare_demo_model
 
@@ -55,7 +56,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="essa-bench-"))
     space = SvdSpace.from_folder(write_fresh_adapter(model, tmp / "adapter", rank=8, rel_norm=0.02))
     rng = np.random.default_rng(0)
-    v0 = space.initial_vector()
+    v0 = space.start_vector()
     vectors = [v0 * (1 + 0.3 * rng.standard_normal(space.dim)) for _ in range(max(args.candidates))]
     task = load_task(RunConfig().task)
     sampling = SamplingSettings(max_tokens=args.max_tokens)
@@ -66,18 +67,17 @@ def main() -> None:
         return VLLMEngine(model, ModelConfig(path=str(model)), cfg)
 
     def timed(eng, prompts, cands, mode="merged"):
+        """(tokens/s, seconds) of one call; ``eng`` is an engine or one of its two modes."""
         vllm_ops = mode == "adapter-vllm-ops"
-        if eng.both_modes:  # the CPU LoRA engine runs adapter, auto and adapter-vllm-ops
-            eng.set_mode({"auto": auto_mode, "hybrid": "hybrid"}.get(mode, "adapter"))
         if vllm_ops:
-            vllm_cpu_lora.uninstall()
+            vllm_internals.uninstall_cpu_lora()
         t = time.perf_counter()
         try:
             out = eng.generate(prompts, cands, sampling)
         finally:
             seconds = time.perf_counter() - t
             if vllm_ops:
-                vllm_cpu_lora.install()
+                vllm_internals.install_cpu_lora()
         return sum(c[0].num_tokens for per in out for c in per) / seconds, seconds
 
     engines = {"merged": engine("merged")}  # plain generation runs on the LoRA-free engine
@@ -86,7 +86,9 @@ def main() -> None:
     auto_mode = resolve_mode("auto", "none", on_cpu, eager=args.eager)
     if {"auto", "adapter", "hybrid", "adapter-vllm-ops"} & set(args.modes):
         lora = engine("hybrid" if on_cpu else "adapter")  # LoRA on; on the CPU also merged weights
-        engines.update({"auto": lora, "adapter": lora, "hybrid": lora, "adapter-vllm-ops": lora})
+        # adapter rows run the adapter mode alone (the hybrid engine would merge one candidate)
+        engines.update({"auto": lora, "adapter": lora.adapter_mode, "hybrid": lora,
+                        "adapter-vllm-ops": lora.adapter_mode})
     if auto_mode == "merged":
         engines["auto"] = engines["merged"]
     rows = []
@@ -94,8 +96,7 @@ def main() -> None:
         prompts = build_prompts(engines["merged"].tokenizer, task.split("validation")[:b], task.instruction)
         timed(engines["merged"], prompts[:4], [None])  # warm-up
         for k in args.candidates:
-            cands = [LoraCandidate(space.materialize(v), space.adapter.config, f"c{i}")
-                     for i, v in enumerate(vectors[:k])]
+            cands = [space.candidate(v, f"c{i}") for i, v in enumerate(vectors[:k])]
             plain, essa = [], {mode: [] for mode in args.modes}
             for _ in range(args.repeats):
                 plain.append(timed(engines["merged"], prompts * k, [None]))
@@ -115,13 +116,12 @@ def main() -> None:
     # Swap cost per candidate against one candidate's evaluation (B = the first batch size).
     b = args.batch_sizes[0]
     prompts = build_prompts(engines["merged"].tokenizer, task.split("validation")[:b], task.instruction)
-    cand = LoraCandidate(space.materialize(vectors[0]), space.adapter.config)
+    cand = space.candidate(vectors[0])
     _, eval_s = timed(engines["merged"], prompts, [cand])
-    from essa.engines.lora_weights import module_deltas
     t = time.perf_counter()
     for _ in range(5):
-        engines["merged"].merged.apply(module_deltas(cand))
-        engines["merged"].merged.restore()
+        engines["merged"].merged_mode.weights.apply(module_deltas(cand))
+        engines["merged"].merged_mode.weights.restore()
     merged_swap = (time.perf_counter() - t) / 5
     t = time.perf_counter()
     for i in range(20):
@@ -133,21 +133,19 @@ def main() -> None:
             "materialize_write_s": round(materialize_write, 4),
             "materialize_write_share": round(materialize_write / eval_s, 4)}
     if "adapter" in engines:
-        eng = engines["adapter"]
-        eng.set_mode("adapter")
+        adapter_mode = engines["adapter"]
         t = time.perf_counter()
         for _ in range(5):
-            entry = eng._load_adapter(cand)
-            eng.llm.llm_engine.add_lora(entry[0])
-            eng.llm.llm_engine.remove_lora(entry[0].lora_int_id)
-            eng.folders.remove(entry[1])
+            entry = adapter_mode.load(cand)
+            adapter_mode.llm.llm_engine.add_lora(entry[0])
+            adapter_mode.unload(entry)
         adapter_swap = (time.perf_counter() - t) / 5
         swap.update(adapter_write_load_remove_s=round(adapter_swap, 4),
                     adapter_swap_share=round(adapter_swap / eval_s, 4))
     print(json.dumps(swap), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "swap": swap}, indent=2))
-    for eng in {id(e): e for e in engines.values()}.values():
+    for eng in {id(e): e for e in engines.values() if isinstance(e, VLLMEngine)}.values():
         eng.close()
 
 

@@ -5,7 +5,7 @@ layer shapes by default, but a 512-token byte-level BPE tokenizer trained here o
 and random weights) in a temp folder, then for each mode
 (fp32, bf16, bitsandbytes int8 and nf4 when bitsandbytes imports) checks and measures:
 
-1. candidates: K random LoRA candidates (``LoraCandidate``: PEFT-keyed A/B in memory) in ONE
+1. candidates: K random LoRA candidates (``LoraCandidate``: A/B per module in memory) in ONE
    ``generate`` call against each candidate alone (greedy token ids). This must hold exactly in
    fp32; in bf16/int8/int4 a different batch size may pick other kernels and round differently,
    so there it is reported, not required. Required in every mode: no leak (candidate 1's rows are
@@ -39,9 +39,10 @@ from pathlib import Path
 import torch
 
 from essa.adapters.init import lora_config
-from essa.adapters.peft_io import KEY_PREFIX, write_adapter
+from essa.adapters.peft_io import (KEY_PREFIX, LoraCandidate, candidate_from_tensors, peft_tensors,
+                                   write_adapter)
 from essa.config import EngineConfig, ModelConfig
-from essa.engines.base import LoraCandidate, SamplingSettings
+from essa.engines.base import SamplingSettings
 from essa.engines.hf_engine import TransformersEngine
 
 MODES = {"fp32": ("float32", "none"), "bf16": ("bfloat16", "none"),
@@ -93,7 +94,7 @@ def random_candidate(model, rank: int, strength: float, seed: int, name: str) ->
         b = torch.randn(fan_out, rank, generator=gen) * (strength * 0.02 * (fan_in / rank) ** 0.5 / scale)
         tensors[f"{KEY_PREFIX}{path}.lora_A.weight"] = a
         tensors[f"{KEY_PREFIX}{path}.lora_B.weight"] = b
-    return LoraCandidate(tensors, config, name)
+    return candidate_from_tensors(tensors, config, name)
 
 
 def token_rows(engine, outs) -> list[list[str]]:
@@ -166,7 +167,7 @@ def run_mode(mode: str, model_dir: Path, args, failures: list[str]) -> dict:
         conts = CONTINUATIONS[:len(prompts)]
         ours = engine.score_continuations(prompts, conts, [cands[0]])[0]
         with tempfile.TemporaryDirectory() as tmp:
-            folder = write_adapter(Path(tmp) / "c0", cands[0].tensors, cands[0].config)
+            folder = write_adapter(Path(tmp) / "c0", peft_tensors(cands[0]), cands[0].config)
             peft_model = PeftModel.from_pretrained(copy.deepcopy(engine.model), str(folder)).eval()
             theirs = [hand_logprob(peft_model, engine.tokenizer, p, c, engine.device)
                       for p, c in zip(prompts, conts)]

@@ -3,6 +3,7 @@
     mpirun -n 8 .venv/bin/python benchmarks/mpi_overhead.py --dim 7168 --popsize 128 --generations 3
     mpirun -n 32 .venv/bin/python benchmarks/mpi_overhead.py --dim 7168 --popsize 128 --generations 3
     mpirun -n 128 .venv/bin/python benchmarks/mpi_overhead.py --master-evaluates ...
+    .venv/bin/python benchmarks/mpi_overhead.py --simulate-ranks 8 32 128 --mean-s 10 30 --generations 23
 
 Every candidate sleeps a time drawn per (generation, row) from [1 - s, 1 + s] x --mean-s with
 s = --spread (unequal candidates, as with generations of different length), spread evenly over
@@ -24,6 +25,13 @@ written in the background). Reported per generation:
 - pickup: per engine, the time from the start of the round (before its first message) to the
   start of the engine's first whole candidate (median and max over engines); "sent" is when
   the master had sent the last engine its first task.
+
+--simulate-ranks R [R ...] runs without MPI: one process times the real strategy's ask, tell
+and checkpoint per generation, and each rank count's round is the scheduled makespan of its
+R - 1 engines (the same durations and cuts as above, free messages), so 128 ranks x 30-s
+candidates need neither 128 processes nor an hour of sleeping. Reported per (ranks, mean
+candidate seconds): the master's share = master / (master + scheduled makespan), where master
+= ask + tell + checkpoint; messages are not in it (compare one real mpirun run).
 """
 
 from __future__ import annotations
@@ -32,14 +40,35 @@ import argparse
 import json
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 
+from dataclasses import dataclass
+
 import numpy as np
+
+import population
+from essa.runtime.master import Master
+from essa.runtime.messages import Setup
+from essa.runtime.scheduler import RoundTasks
+from essa.runtime.state import CheckpointWriter
+from essa.runtime.transport import LocalWorker, MasterTransport, MpiWorker
+from essa.runtime.worker import run_worker
+
+from essa.fitness import Score, fitness_vector
 
 
 def durations(generation: int, popsize: int, mean_s: float, spread: float) -> np.ndarray:
     """Sleep of each candidate (popsize,), the same on every rank."""
     return mean_s * np.random.default_rng([7, generation]).uniform(1 - spread, 1 + spread, popsize)
+
+
+@dataclass
+class TimedScore(Score):
+    """A Score that also says when and where a whole candidate started (for the pickup)."""
+
+    started: float | None = None
+    rank: int = -1
 
 
 class SleepEvaluator:
@@ -59,10 +88,10 @@ class SleepEvaluator:
         started, start = time.time(), time.perf_counter()
         time.sleep(t)
         # The sleep as it happened: the OS wakes a sleeper late when 2 cores carry 128 processes.
-        stats = {"tokens": 0, "seconds": time.perf_counter() - start}
-        if task.stop - task.start == len(rnd.item_ids):  # a whole candidate: its own start time
-            stats["started"], stats["rank"] = started, self.rank
-        return float(-np.sum(task.vector ** 2)), stats
+        is_whole = task.stop - task.start == len(rnd.item_ids)  # a whole candidate: its own start
+        return TimedScore(np.full(task.stop - task.start, -np.sum(task.vector ** 2)),
+                          seconds=time.perf_counter() - start, started=started if is_whole else None,
+                          rank=self.rank)
 
     def close(self):
         pass
@@ -76,7 +105,6 @@ def static_makespan(d: np.ndarray, workers: int) -> float:
 def scheduled_makespan(d: np.ndarray, workers: int, items: int, min_task_items: int) -> tuple[float, int]:
     """(makespan, tasks) of the runtime's hand-out with free messages: each task, cut as
     RoundTasks cuts it, goes to the first engine to be free."""
-    from essa.runtime.scheduler import RoundTasks
     tasks = RoundTasks.build(0, 0, np.zeros((len(d), 1)), [(0, items)], workers, min_task_items)
     free, count = np.zeros(workers), 0
     while (task := tasks.assign(0)) is not None:
@@ -85,20 +113,56 @@ def scheduled_makespan(d: np.ndarray, workers: int, items: int, min_task_items: 
     return float(free.max()), count
 
 
-def main() -> None:
-    from mpi4py import MPI
-    import population
-    from essa.runtime.master import Master
-    from essa.runtime.messages import Setup
-    from essa.runtime.state import CheckpointWriter
-    from essa.runtime.transport import MpiMaster, MpiMasterWithLocalWorker, MpiWorker, local_pair
-    from essa.runtime.worker import run_worker
+def simulate(args) -> None:
+    """--simulate-ranks: time the master's real work alone, schedule the engines on paper."""
+    strategy = population.make_strategy(args.strategy, np.zeros(args.dim), 0.3, args.popsize, seed=0)
+    run_dir = tempfile.TemporaryDirectory(prefix="mpi-overhead-")
+    checkpoints = CheckpointWriter(run_dir.name)
+    masters = []
+    for g in range(args.generations):
+        factored = getattr(strategy, "factor_generation", 0)
+        t0 = time.perf_counter()
+        X = strategy.ask()
+        t1 = time.perf_counter()
+        if not args.no_prefetch:  # essa-train runs this while the workers evaluate
+            strategy.prefetch()
+        tp = time.perf_counter()
+        strategy.tell(X, -np.einsum("ij,ij->i", X, X))
+        t2 = time.perf_counter()
+        checkpoints.save(strategy, {"generation": g + 1})
+        t3 = time.perf_counter()
+        masters.append(((t1 - t0) + (t3 - tp), tp - t1))  # (in line, prefetch)
+        print(json.dumps({"generation": g, "ask_s": round(t1 - t0, 3), "prefetch_s": round(tp - t1, 3),
+                          "tell_s": round(t2 - tp, 3), "checkpoint_s": round(t3 - t2, 3),
+                          "factorized": getattr(strategy, "factor_generation", 0) != factored}),
+              flush=True)
+    checkpoints.wait()
+    run_dir.cleanup()
+    for ranks in args.simulate_ranks:
+        for mean_s in args.mean_s:
+            shares = []
+            exposed = []
+            for g, (inline, prefetch) in enumerate(masters):
+                d = durations(g, args.popsize, mean_s, args.spread)
+                scheduled, _ = scheduled_makespan(d, ranks - 1, args.items, args.min_task_items)
+                # the prefetch overlaps the round; only what outlasts it holds up the tell
+                exposed.append(inline + max(0.0, prefetch - scheduled))
+                shares.append(exposed[-1] / (exposed[-1] + scheduled))
+            print(json.dumps({"ranks": ranks, "mean_s": mean_s, "generations": len(masters),
+                              "strategy": population.resolve_name(args.strategy, args.dim),
+                              "master_s_mean": round(float(np.mean(exposed)), 3),
+                              "master_s_max": round(max(exposed), 3),
+                              "master_share_mean": round(float(np.mean(shares)), 5),
+                              "master_share_max": round(max(shares), 5)}), flush=True)
 
+
+def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--dim", type=int, default=7168)
     p.add_argument("--popsize", type=int, default=128)
     p.add_argument("--generations", type=int, default=3)
-    p.add_argument("--mean-s", type=float, default=2.0, help="mean seconds per candidate")
+    p.add_argument("--mean-s", type=float, nargs="+", default=[2.0],
+                   help="mean seconds per candidate (several only with --simulate-ranks)")
     p.add_argument("--spread", type=float, default=0.5,
                    help="candidate times vary in [1 - spread, 1 + spread] x mean")
     p.add_argument("--strategy", default="auto", help="population strategy on rank 0")
@@ -107,16 +171,26 @@ def main() -> None:
                    help="runtime.min_task_items: smallest slice at the end of a round (0: whole candidates)")
     p.add_argument("--master-evaluates", action="store_true",
                    help="runtime.master_evaluates: rank 0 also runs a (sleeping) worker, in a thread")
+    p.add_argument("--no-prefetch", action="store_true",
+                   help="do not call strategy.prefetch() during the round (the synchronous baseline)")
+    p.add_argument("--simulate-ranks", type=int, nargs="+",
+                   help="no MPI: time the master alone and schedule this many ranks on paper")
     args = p.parse_args()
+    if args.simulate_ranks:
+        simulate(args)
+        return
+    if len(args.mean_s) != 1:
+        p.error("--mean-s takes one value with MPI")
+    args.mean_s = args.mean_s[0]
+    from mpi4py import MPI
     comm = MPI.COMM_WORLD
     make_evaluator = lambda: SleepEvaluator(args.mean_s, args.spread)  # noqa: E731
     if comm.Get_rank() != 0:
         run_worker(MpiWorker(comm), make_evaluator)
         return
-    transport = MpiMaster(comm)
-    if args.master_evaluates:
-        local_master, local_worker = local_pair(rank=0)
-        transport = MpiMasterWithLocalWorker(transport, local_master)
+    local_worker = LocalWorker(rank=0) if args.master_evaluates else None
+    transport = MasterTransport(comm, local_worker)
+    if local_worker is not None:
         threading.Thread(target=run_worker, args=(local_worker, make_evaluator), daemon=True).start()
     workers = len(transport.workers)
     first_sent: dict[int, float] = {}  # engine rank -> when this round's first task went to it
@@ -128,7 +202,7 @@ def main() -> None:
             first_sent.setdefault(rank, time.time())
     transport.send = send
     master = Master(transport, "bench", task_timeout_s=600, min_task_items=args.min_task_items)
-    master.setup(Setup({}, True))
+    master.setup(Setup({}))
     strategy = population.make_strategy(args.strategy, np.zeros(args.dim), 0.3, args.popsize, seed=0)
     run_dir = tempfile.TemporaryDirectory(prefix="mpi-overhead-")  # 1.6 GB at d = 7,168
     checkpoints = CheckpointWriter(run_dir.name)
@@ -139,11 +213,14 @@ def main() -> None:
         t_ask = time.time() - t0
         t_round_start = time.time()
         first_sent.clear()
-        out = master.run_round(g, X, [f"c{i}" for i in range(len(X))], "train",
-                               np.arange(args.items), "x")
+        with ThreadPoolExecutor(1) as ahead:  # as essa-train: the next samples during the round
+            prefetch = ahead.submit(lambda: None if args.no_prefetch else strategy.prefetch())
+            out = master.run_round(g, X, [f"c{i}" for i in range(len(X))], "train",
+                                   np.arange(args.items), "x")
+            prefetch.result()
         t_round = time.time() - t0 - t_ask
         t1 = time.time()
-        strategy.tell(X, out.fitness)
+        strategy.tell(X, fitness_vector(out))
         t_tell = time.time() - t1
         t1 = time.time()
         checkpoints.save(strategy, {"generation": g + 1})
@@ -152,12 +229,11 @@ def main() -> None:
         d = durations(g, args.popsize, args.mean_s, args.spread)
         ideal = max(d.sum() / workers, d.max())  # no schedule beats the longest candidate
         scheduled, n_tasks = scheduled_makespan(d, workers, args.items, args.min_task_items)
-        slept = np.array([st["seconds"] for st in out.stats])  # per candidate, as measured
+        slept = np.array([score.seconds for score in out])  # per candidate, as measured
         first_start = {}  # engine rank -> start of its first whole candidate
-        for st in out.stats:
-            if "started" in st:
-                rank = int(st["rank"])
-                first_start[rank] = min(first_start.get(rank, np.inf), st["started"])
+        for score in (r.score for r in master.round.results.values()):
+            if score.started is not None:
+                first_start[score.rank] = min(first_start.get(score.rank, np.inf), score.started)
         pickup = np.array(sorted(first_start.values())) - t_round_start
         scheduled_slept, _ = scheduled_makespan(slept, workers, args.items, args.min_task_items)
         rows.append({"generation": g, "tasks": n_tasks, "wall_s": round(wall, 3), "ask_s": round(t_ask, 3),

@@ -65,12 +65,11 @@ def zero_lora(model_dir):
     import tempfile
 
     from essa.adapters.init import write_fresh_adapter
-    from essa.adapters.peft_io import read_adapter
-    from essa.engines.base import LoraCandidate
+    from essa.adapters.peft_io import LoraCandidate, read_adapter
     with tempfile.TemporaryDirectory() as tmp:
         adapter = read_adapter(write_fresh_adapter(model_dir, f"{tmp}/zero", rank=8))
-    tensors = {k: v if ".lora_A." in k else v.zero_() for k, v in adapter.tensors.items()}
-    return LoraCandidate(tensors, adapter.config, "zero")
+    factors = {m: (a, b.zero_()) for m, (a, b) in adapter.candidate.factors.items()}
+    return LoraCandidate(factors, adapter.scale, adapter.config, "zero")
 
 
 def run_mode(args: Args) -> dict:

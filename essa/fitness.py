@@ -1,20 +1,26 @@
 """Candidate fitness: one number per candidate, higher is better, from one engine pass.
 
-Kinds (``fitness.kind``; the kind is written into every record):
+Kinds (``fitness.kind``):
 - ``accuracy``: mean verifiable reward of greedy generations on the mini-batch (the paper's).
 - ``loglik``: mean over prompts of the per-token log-likelihood of the reference solution under
   the candidate (prompt log-probabilities, no generation). Dense: it moves when the model moves
   toward the solution even before an answer flips, which matters at small batch sizes.
 - ``hybrid``: ``accuracy + hybrid_weight * loglik``.
 The reward is the same function ``essa-eval`` uses: one code path for training and evaluation.
+
+:class:`Score` is the one score type from the reward to ``strategy.tell``: the engine pass makes
+it, the worker sends it in a ``Result``, the master joins a candidate's slices into one, the loop
+hands ``fitness_vector(scores)`` to the strategy. A non-finite fitness marks a failed candidate;
+what that means is decided in one place, ``population.sanitize_fitness``.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from essa.data.example import Example
 from essa.engines.base import SamplingSettings
@@ -22,19 +28,48 @@ from essa.evaluation.evaluate import score_completions
 
 
 @dataclass
-class CandidateFitness:
-    """The fitness of one candidate and what it is made of."""
+class Score:
+    """The fitness of one candidate on some items, and what it is made of.
 
-    kind: str
-    fitness: float
-    accuracy: float | None = None
-    loglik: float | None = None
+    Kept per item so that a candidate cut into slices and scored on several workers gets, once
+    its slices are joined in item order, the same floats as when scored whole.
+    """
+
+    items: np.ndarray  # (n,) float64 fitness of each item; the candidate's fitness is their mean
+    rewards: np.ndarray | None = None  # (n,) reward of each item (kinds accuracy and hybrid)
+    logliks: np.ndarray | None = None  # (n,) reference log-likelihood of each item (loglik, hybrid)
     tokens: int = 0
-    seconds: float = 0.0
-    item_scores: list[float] | None = None  # the fitness of each prompt; ``fitness`` is their mean
+    seconds: float = 0.0  # time spent scoring it (its share of the engine pass)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self):
+        self.items = np.asarray(self.items, dtype=np.float64).reshape(-1)
+
+    @property
+    def fitness(self) -> float:
+        """Mean over the items: NaN when one is NaN or there are none (a failed candidate)."""
+        return float(self.items.mean()) if self.items.size else float("nan")
+
+    @property
+    def accuracy(self) -> float | None:
+        return _mean(self.rewards)
+
+    @property
+    def loglik(self) -> float | None:
+        return _mean(self.logliks)
+
+    @classmethod
+    def join(cls, parts: Sequence[Score]) -> Score:
+        """One score from the scores of consecutive item slices, given in item order."""
+        def cat(name):
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else np.concatenate(values)
+        return cls(np.concatenate([p.items for p in parts]), cat("rewards"), cat("logliks"),
+                   sum(p.tokens for p in parts), sum(p.seconds for p in parts))
+
+
+def fitness_vector(scores: Sequence[Score]) -> np.ndarray:
+    """(n,) float64 fitness of each candidate, as ``strategy.tell`` takes it."""
+    return np.array([s.fitness for s in scores], dtype=np.float64)
 
 
 def reference_continuations(examples: Sequence[Example], eos: str = "") -> list[str]:
@@ -48,46 +83,35 @@ def reference_continuations(examples: Sequence[Example], eos: str = "") -> list[
 
 def score_candidates(engine, candidates: Sequence[Any], examples: Sequence[Example],
                      prompts: Sequence[str], reward: Callable, kind: str,
-                     sampling: SamplingSettings, hybrid_weight: float = 0.1) -> list[CandidateFitness]:
+                     sampling: SamplingSettings, hybrid_weight: float = 0.1) -> list[Score]:
     """Fitness of every candidate on the same prompts (common random numbers across candidates)."""
     t0 = time.time()
     n = len(candidates)
-    rewards: list[list[float] | None] = [None] * n  # per candidate, per prompt
-    logliks: list[list[float] | None] = [None] * n
+    rewards: list[np.ndarray | None] = [None] * n  # per candidate, per prompt
+    logliks: list[np.ndarray | None] = [None] * n
     tokens = [0] * n
     if kind in ("accuracy", "hybrid"):
         completions = engine.generate(list(prompts), list(candidates), sampling)
         for i, per_prompt in enumerate(completions):
-            rewards[i] = [float(s[0]) for s in score_completions(reward, per_prompt, examples)]
+            rewards[i] = np.array([s[0] for s in score_completions(reward, per_prompt, examples)], float)
             tokens[i] = sum(c[0].num_tokens for c in per_prompt)
     if kind in ("loglik", "hybrid"):
         conts = reference_continuations(examples, _eos(engine))
         per_candidate = engine.score_continuations(list(prompts), conts, list(candidates))
         for i, scores in enumerate(per_candidate):
-            logliks[i] = [float(s.mean_logprob) for s in scores]
+            logliks[i] = np.array([s.mean_logprob for s in scores], float)
             tokens[i] += sum(s.num_tokens for s in scores)
-    seconds = (time.time() - t0) / max(n, 1)
-    out = []
-    for i in range(n):
-        if kind == "accuracy":
-            items = rewards[i]
-        elif kind == "loglik":
-            items = logliks[i]
-        else:
-            items = [r + hybrid_weight * ll for r, ll in zip(rewards[i], logliks[i])]
-        items = [v if math.isfinite(v) else float("nan") for v in items]
-        accuracy = _mean(rewards[i])
-        loglik = _mean(logliks[i])
-        out.append(CandidateFitness(kind, _mean(items), accuracy, loglik, tokens[i],
-                                    round(seconds, 3), items))
-    return out
+    seconds = round((time.time() - t0) / max(n, 1), 3)
+    items = {"accuracy": lambda i: rewards[i], "loglik": lambda i: logliks[i],
+             "hybrid": lambda i: rewards[i] + hybrid_weight * logliks[i]}[kind]
+    return [Score(items(i), rewards[i], logliks[i], tokens[i], seconds) for i in range(n)]
 
 
-def _mean(values: list[float] | None) -> float | None:
-    """Mean of the per-prompt values (NaN if one is NaN); None when there are none."""
+def _mean(values: np.ndarray | None) -> float | None:
+    """Mean of per-item values (NaN if one is NaN or there are none); None when not measured."""
     if values is None:
         return None
-    return sum(values) / len(values) if values else float("nan")
+    return float(values.mean()) if values.size else float("nan")
 
 
 def _eos(engine) -> str:

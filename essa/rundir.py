@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from essa.atomic import atomic_write
 from essa.config import to_yaml
 
 LOGGER_NAME = "essa"
@@ -25,18 +26,8 @@ def create_run_dir(config, exist_ok: bool = True) -> Path:
     if run_dir.exists() and not exist_ok:
         raise FileExistsError(f"run directory exists: {run_dir} (choose another name or --resume)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(config))
+    atomic_write(run_dir / "config.yaml", to_yaml(config))
     return run_dir
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file, fsync and rename: a kill leaves the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def setup_logging(run_dir: Path | None = None, level: int = logging.INFO) -> logging.Logger:

@@ -1,11 +1,10 @@
 """The strategy interface and the bookkeeping every strategy shares.
 
-A strategy proposes ``ask() -> (popsize, dim)`` float64 candidates and learns from
-``tell(candidates, fitness)``, where higher fitness is better. Subclasses implement
-``_ask``, ``_tell`` (which receives fitness already passed through the failure rule of
-``population.fitness``), ``mean``, ``sigma`` and optionally ``_stop``; the base class keeps the
-generation count, the evaluation count and the best-so-far, and checks the common stop
-conditions ``maxiter`` and ``ftarget``.
+Subclasses implement ``_ask``, ``_tell`` (which gets fitness already passed through the failure
+rule of ``population.fitness``) and optionally ``_stop``; the base class checks the common
+arguments, holds the centre ``_mean`` (x0 clipped into the bounds) and step size ``_sigma``
+(pycma's wrapper overrides ``mean`` and ``sigma``), the counters and the best-so-far, and checks
+the stop conditions ``maxiter`` and ``ftarget``.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from population.bounds import normalize_bounds
+from population.bounds import clip_to_bounds, normalize_bounds
 from population.fitness import sanitize_fitness
 
 
@@ -28,18 +27,25 @@ class Strategy(ABC):
     """
 
     name: str = "strategy"
+    arrays_replaced_not_mutated = False
+    """True where every array attribute is replaced by a new one instead of being changed in
+    place: ``population.snapshot`` then freezes the state without copying it."""
 
-    def __init__(self, x0, popsize: int, seed: int, bounds=None,
+    def __init__(self, x0, sigma0: float, popsize: int, seed: int, bounds=None,
                  max_generations: int | None = None, target_fitness: float | None = None):
-        x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
+        x0 = np.array(x0, dtype=np.float64).reshape(-1)  # a copy: the caller's array stays theirs
         if x0.size == 0 or not np.all(np.isfinite(x0)):
             raise ValueError("x0 must be a non-empty finite vector")
+        if not sigma0 > 0:
+            raise ValueError("sigma0 must be positive")
         if int(popsize) < 2:
             raise ValueError("popsize must be at least 2")
         self.dim = int(x0.size)
         self.popsize = int(popsize)
         self.seed = int(seed)
         self.bounds = normalize_bounds(bounds, self.dim)
+        self._mean = clip_to_bounds(x0, self.bounds)
+        self._sigma = float(sigma0)
         self.max_generations = max_generations
         self.target_fitness = target_fitness
         self.generation = 0
@@ -48,8 +54,6 @@ class Strategy(ABC):
         self.best_fitness = -np.inf
         self.last_failed = 0
 
-    # ---- the contract -------------------------------------------------------------------
-
     def ask(self) -> np.ndarray:
         """Return the next generation's candidates, shape (popsize, dim), float64."""
         candidates = np.ascontiguousarray(self._ask(), dtype=np.float64)
@@ -57,10 +61,8 @@ class Strategy(ABC):
         return candidates
 
     def tell(self, candidates, fitness) -> None:
-        """Update from the candidates of ``ask()`` and their fitness (higher is better).
-
-        Non-finite fitness marks a failed candidate (see ``population.fitness``).
-        """
+        """Update from the candidates of ``ask()`` and their fitness (higher is better; NaN or
+        inf marks a failed candidate, see ``population.fitness``)."""
         candidates = np.asarray(candidates, dtype=np.float64)
         if candidates.shape != (self.popsize, self.dim):
             raise ValueError(f"candidates must have shape {(self.popsize, self.dim)}, "
@@ -71,6 +73,11 @@ class Strategy(ABC):
         self._tell(candidates, values)
         self.generation += 1
         self.evaluations += self.popsize
+
+    def prefetch(self) -> None:
+        """Between ``ask`` and ``tell``: prepare what the next ``ask`` needs that this tell does
+        not change (no candidate changes). A master may run it in a thread while the workers
+        evaluate, finishing it before ``tell``. A no-op where there is nothing to prepare."""
 
     def stop(self) -> dict:
         """Triggered stop conditions as ``{name: value}``; empty while the search goes on."""
@@ -90,16 +97,14 @@ class Strategy(ABC):
                 "evaluations": self.evaluations}
 
     @property
-    @abstractmethod
     def mean(self) -> np.ndarray:
-        """Current centre of the search distribution, shape (dim,)."""
+        """Current centre of the search distribution, shape (dim,) (a copy)."""
+        return self._mean.copy()
 
     @property
-    @abstractmethod
     def sigma(self) -> float:
         """Current overall step size."""
-
-    # ---- for subclasses -----------------------------------------------------------------
+        return self._sigma
 
     @abstractmethod
     def _ask(self) -> np.ndarray:

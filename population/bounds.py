@@ -1,4 +1,8 @@
-"""Per-coordinate box bounds, normalized once so that strategies see plain arrays."""
+"""Per-coordinate box bounds, normalized once so that strategies see plain arrays.
+
+The own strategies clip the candidates into the box, update with the unclipped samples and clip
+the mean after each update; pycma uses its own ``BoundTransform``.
+"""
 
 from __future__ import annotations
 

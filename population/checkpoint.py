@@ -1,42 +1,22 @@
-"""Exact checkpoints of a strategy: header + checksum + pickle payload, written atomically.
+"""Exact checkpoints of a strategy: header, checksum and pickle, written atomically.
 
-File layout (all integers little-endian)::
+Layout (format 3): docs/population.md, "Checkpoint format". The whole strategy is pickled, its
+random generators and pycma's object included, so loading it in a fresh process and continuing
+gives bit-identical candidates. The large arrays go out of band: ``snapshot`` freezes a strategy
+without copying them when it replaces its arrays rather than changing them
+(``arrays_replaced_not_mutated``), so a run can write generation g's checkpoint while g + 1
+runs, and with an :class:`ArrayFiles` an array that many checkpoints hold is written once (at
+d = 7,168 ``cmaes-numpy``'s covariance and factor, 616 MB, change only at a factorisation).
 
-    offset  size  field
-    0       8     magic  b"ESSAPOP\\0"
-    8       4     format version (uint32), currently 3
-    12      8     body length in bytes (uint64)
-    20      32    SHA-256 of the body
-    52      n     body: uint32 buffer count k, uint64 payload length, the payload (a pickle,
-                  protocol 5, of {"strategy": <Strategy>, "versions": {...}}), then k times
-                  uint8 kind, uint64 length and
-                  kind 0 (inline): zero padding to a file offset that is a multiple of 64,
-                                   the buffer's bytes;
-                  kind 1 (shared): the buffer's SHA-256; its bytes are the file
-                                   ``arrays/<sha256 in hex>`` beside the checkpoint
-
-The buffers are the strategy's large arrays, pickled out of band so that taking a snapshot
-copies nothing when the strategy promises to replace its arrays rather than change them
-(``arrays_replaced_not_mutated``); other strategies' arrays are copied at snapshot time. This is
-what lets a run write generation g's checkpoint in the background while generation g + 1 runs.
-Shared buffers (written with an :class:`ArrayFiles`) are written once and referenced by every
-later checkpoint that holds the same array: at d = 7,168 the covariance and its factor (820 MB)
-change only at a factor refresh, so most checkpoints add a few MB. Version 2 files (inline
-buffers without the kind byte) and version 1 files (no buffers) are still read.
-
-The whole strategy object is pickled, including its private random generators and, for the
-pycma-backed strategies, the ``cma.CMAEvolutionStrategy`` instance: loading it in a fresh
-process and continuing gives bit-identical candidates to an uninterrupted run.
-
-Safety: the payload is a pickle. Loading goes through an unpickler that only resolves globals
-from ``population``, ``cma``, a short list of numpy constructors and harmless builtins, which
-stops accidents and the most common exploit shapes, but it is NOT a security boundary (pycma
-and numpy objects can still be abused). Never load a checkpoint from an untrusted source.
-The checksum detects truncation and corruption, not tampering.
+Safety: loading resolves only globals from ``population``, ``cma``, a few numpy constructors and
+plain builtins. That stops accidents and the common exploit shapes, but it is NOT a security
+boundary (pycma and numpy objects can still be abused): never load a checkpoint from an
+untrusted source. The checksum detects truncation and corruption, not tampering.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -54,44 +34,38 @@ MAGIC = b"ESSAPOP\x00"
 FORMAT_VERSION = 3
 _HEADER = struct.Struct("<8sIQ32s")  # magic, version, body length, sha256 of the body
 _BODY_HEAD = struct.Struct("<IQ")  # buffer count, payload length
-_LENGTH = struct.Struct("<Q")  # format 2's buffer entry
 _ENTRY = struct.Struct("<BQ")  # kind (0 inline, 1 shared), length
 _INLINE, _SHARED = 0, 1
 ARRAY_DIR = "arrays"  # shared buffers, beside the checkpoint files
-_ALIGN = 64  # buffers start at file offsets divisible by 64, so loaded arrays are aligned
+_ALIGN = 64  # inline buffers start at file offsets divisible by 64, so loaded arrays are aligned
+
+# Globals outside population and cma that a checkpoint may name (numpy < 2 says numpy.core).
+_ALLOWED_GLOBALS = {
+    "builtins": "set frozenset slice complex range bytearray dict list tuple bool int float str "
+                "bytes object",
+    "collections": "OrderedDict defaultdict",
+    "copyreg": "_reconstructor",
+    "numpy": "dtype ndarray float64 int64 bool_",
+    "numpy._core.multiarray": "_reconstruct scalar",
+    "numpy._core.numeric": "_frombuffer",
+    "numpy.linalg": "eigh",
+    "numpy.random._pickle": "__bit_generator_ctor __randomstate_ctor __generator_ctor",
+    "numpy.random._mt19937": "MT19937", "numpy.random._pcg64": "PCG64",
+    "numpy.random.bit_generator": "__pyx_unpickle_SeedSequence SeedSequence",
+    "numpy.random.mtrand": "RandomState", "numpy.random._generator": "Generator",
+}
 
 
 class CheckpointError(ValueError):
     """The file is not a readable population checkpoint (foreign, truncated, corrupt)."""
 
 
-_ALLOWED_GLOBALS = {
-    "builtins": {"set", "frozenset", "slice", "complex", "range", "bytearray", "dict", "list",
-                 "tuple", "bool", "int", "float", "str", "bytes", "object"},
-    "collections": {"OrderedDict", "defaultdict"},
-    "copyreg": {"_reconstructor"},
-    "numpy": {"dtype", "ndarray", "float64", "int64", "bool_"},
-    "numpy._core.multiarray": {"_reconstruct", "scalar"},
-    "numpy.core.multiarray": {"_reconstruct", "scalar"},
-    "numpy._core.numeric": {"_frombuffer"},
-    "numpy.core.numeric": {"_frombuffer"},
-    "numpy.linalg": {"eigh"},
-    "numpy.random._pickle": {"__bit_generator_ctor", "__randomstate_ctor", "__generator_ctor"},
-    "numpy.random._mt19937": {"MT19937"},
-    "numpy.random._pcg64": {"PCG64"},
-    "numpy.random.bit_generator": {"__pyx_unpickle_SeedSequence", "SeedSequence"},
-    "numpy.random.mtrand": {"RandomState"},
-    "numpy.random._generator": {"Generator"},
-}
-_ALLOWED_PACKAGES = ("population", "cma")
-
-
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals a strategy checkpoint needs (see the module's safety note)."""
 
     def find_class(self, module: str, name: str):
-        package = module.split(".", 1)[0]
-        if package in _ALLOWED_PACKAGES or name in _ALLOWED_GLOBALS.get(module, ()):
+        allowed = _ALLOWED_GLOBALS.get(module.replace("numpy.core.", "numpy._core."), "")
+        if module.split(".", 1)[0] in ("population", "cma") or name in allowed.split():
             return super().find_class(module, name)
         raise CheckpointError(f"checkpoint refers to {module}.{name}, which is not allowed")
 
@@ -113,19 +87,17 @@ def snapshot(strategy) -> Snapshot:
                             "versions": {"numpy": np.__version__, "cma": cma.__version__}},
                            protocol=5, buffer_callback=buffers.append)
     views = [b.raw() for b in buffers]
-    if not getattr(strategy, "arrays_replaced_not_mutated", False):
-        views = [bytes(v) for v in views]
-    return Snapshot(payload, views)
+    return Snapshot(payload, views if strategy.arrays_replaced_not_mutated
+                    else [bytes(v) for v in views])
 
 
 class ArrayFiles:
     """The shared buffers of the checkpoints in one folder: ``arrays/<sha256>``, each written
-    once (temporary file, fsync, rename) and then referenced by digest.
+    once (atomically) and then referenced by digest.
 
-    A buffer is known again without hashing when it comes from the same array object as before
-    (kept as a weak reference): a snapshot of an ``arrays_replaced_not_mutated`` strategy shares
-    the strategy's arrays, which never change. Other buffers are hashed, and written only if no
-    file has that digest yet. ``retain`` deletes the files no kept checkpoint refers to.
+    A buffer from the same array object as before (kept as a weak reference) is known again
+    without hashing: an ``arrays_replaced_not_mutated`` strategy never changes such an array.
+    ``retain`` deletes the files no kept checkpoint refers to.
     """
 
     def __init__(self, folder, min_bytes: int = 1 << 20):
@@ -136,54 +108,48 @@ class ArrayFiles:
 
     def put(self, buf) -> bytes:
         """The digest of ``buf``, writing its file if there is none yet."""
-        owner = buf.obj if isinstance(buf, memoryview) else None
-        hit = self._known.get(id(owner)) if owner is not None else None
+        owner = getattr(buf, "obj", None)  # the array behind a zero-copy view, else None
+        hit = self._known.get(id(owner))  # None is never known: it takes no weak reference
         if hit is not None and hit[0]() is owner:
             return hit[1]
         digest = hashlib.sha256(buf).digest()
         path = self.folder / digest.hex()
         if not path.is_file():
             self.folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, [buf])
+            write_atomic(path, [buf])
             self.written += 1
-        try:
+        with contextlib.suppress(TypeError):  # copied buffers (bytes) take no weak reference
             self._known[id(owner)] = (weakref.ref(owner), digest)
-        except TypeError:  # bytes (copied buffers) take no weak reference: hashed each time
-            pass
         return digest
 
     def retain(self, digests: set) -> None:
         """Delete every file (and leftover temporary file) whose digest is not in ``digests``."""
         keep = {d.hex() for d in digests}
         self._known = {k: v for k, v in self._known.items() if v[0]() is not None}
-        if not self.folder.is_dir():
-            return
-        for path in self.folder.iterdir():
+        for path in self.folder.iterdir() if self.folder.is_dir() else ():
             if path.name not in keep:
                 path.unlink(missing_ok=True)
 
 
-def _body_parts(snap: Snapshot, shared: dict):
+def _body_parts(snap: Snapshot, shared: dict) -> list:
     """The body's pieces in file order; ``shared`` maps buffer index -> digest of its file."""
-    yield _BODY_HEAD.pack(len(snap.buffers), len(snap.payload))
-    yield snap.payload
+    parts = [_BODY_HEAD.pack(len(snap.buffers), len(snap.payload)), snap.payload]
     offset = _HEADER.size + _BODY_HEAD.size + len(snap.payload)  # file offset
     for i, buf in enumerate(snap.buffers):
         if i in shared:
-            yield _ENTRY.pack(_SHARED, len(buf)) + shared[i]
-            offset += _ENTRY.size + len(shared[i])
-            continue
-        offset += _ENTRY.size
-        pad = -offset % _ALIGN
-        yield _ENTRY.pack(_INLINE, len(buf)) + b"\0" * pad
-        yield buf
-        offset += pad + len(buf)
+            parts.append(_ENTRY.pack(_SHARED, len(buf)) + shared[i])
+            offset += len(parts[-1])
+        else:
+            pad = -(offset + _ENTRY.size) % _ALIGN
+            parts += [_ENTRY.pack(_INLINE, len(buf)) + b"\0" * pad, buf]
+            offset += _ENTRY.size + pad + len(buf)
+    return parts
 
 
 def write_snapshot(snap: Snapshot, path, arrays: ArrayFiles | None = None) -> None:
-    """Write a snapshot to ``path`` atomically (temporary file, fsync, rename). With ``arrays``
-    (an :class:`ArrayFiles` of the folder ``arrays`` beside ``path``), buffers of at least
-    ``arrays.min_bytes`` go to shared files, written first, and the checkpoint refers to them."""
+    """Write a snapshot to ``path`` atomically. With ``arrays`` (an :class:`ArrayFiles` of the
+    folder ``arrays`` beside ``path``), buffers of at least ``arrays.min_bytes`` go to shared
+    files, written first, and the checkpoint refers to them."""
     path = Path(path)
     shared = {}
     if arrays is not None:
@@ -191,29 +157,33 @@ def write_snapshot(snap: Snapshot, path, arrays: ArrayFiles | None = None) -> No
             raise ValueError(f"shared arrays of {path} must be in {path.parent / ARRAY_DIR}")
         shared = {i: arrays.put(buf) for i, buf in enumerate(snap.buffers)
                   if len(buf) >= arrays.min_bytes}
-    digest, length = hashlib.sha256(), 0
-    for part in _body_parts(snap, shared):
+    parts, digest = _body_parts(snap, shared), hashlib.sha256()
+    for part in parts:
         digest.update(part)
-        length += len(part)
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, length, digest.digest())
-    _write_atomic(path, [header, *_body_parts(snap, shared)])
+    length = sum(len(part) for part in parts)
+    write_atomic(path, [_HEADER.pack(MAGIC, FORMAT_VERSION, length, digest.digest()), *parts])
 
 
-def _write_atomic(path: Path, parts) -> None:
-    """Write ``parts`` to ``path``: temporary file, fsync, rename, fsync of the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
+def write_atomic(path, parts) -> None:
+    """Write the bytes-like ``parts`` to ``path`` so that a crash leaves the old file or the
+    whole new one: temporary file in the same folder, fsync, rename, fsync of the folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            for part in parts:
-                f.write(part)
+            f.writelines(parts)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    with contextlib.suppress(OSError):  # some filesystems cannot fsync a folder: harmless
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def save_checkpoint(strategy, path) -> None:
@@ -221,71 +191,73 @@ def save_checkpoint(strategy, path) -> None:
     write_snapshot(snapshot(strategy), path)
 
 
+def _entries(read_at, count: int, offset: int):
+    """(length, digest, file offset) of each buffer: digest for a shared one, offset of the
+    bytes for an inline one, else None; ``read_at(offset, n)`` reads the checkpoint file and
+    ``offset`` is that of the first entry."""
+    for _ in range(count):
+        kind, size = _ENTRY.unpack(read_at(offset, _ENTRY.size))
+        offset += _ENTRY.size
+        if kind == _SHARED:
+            yield size, bytes(read_at(offset, 32)), None
+            offset += 32
+        else:
+            offset += -offset % _ALIGN
+            yield size, None, offset
+            offset += size
+
+
 def shared_digests(path) -> set:
     """The digests of the shared buffers a checkpoint file refers to (reads its entry table)."""
     with open(path, "rb") as f:
-        head = f.read(_HEADER.size + _BODY_HEAD.size)
-        if len(head) < _HEADER.size + _BODY_HEAD.size or head[:len(MAGIC)] != MAGIC:
-            raise CheckpointError(f"{path}: not a population checkpoint (bad magic)")
-        if _HEADER.unpack_from(head)[1] != FORMAT_VERSION:
-            return set()  # older formats hold every buffer inline
+        def read_at(offset: int, n: int) -> bytes:
+            f.seek(offset)
+            return f.read(n)
+
+        head = read_at(0, _HEADER.size + _BODY_HEAD.size)
+        _check_header(path, head)
         count, payload_length = _BODY_HEAD.unpack_from(head, _HEADER.size)
-        offset = f.seek(payload_length, os.SEEK_CUR)
-        digests = set()
-        for _ in range(count):
-            kind, size = _ENTRY.unpack(f.read(_ENTRY.size))
-            offset += _ENTRY.size
-            if kind == _SHARED:
-                digests.add(f.read(32))
-                offset += 32
-            else:
-                offset += -offset % _ALIGN + size
-                f.seek(offset)
-        return digests
+        return {digest for _, digest, _ in _entries(read_at, count, len(head) + payload_length)
+                if digest is not None}
 
 
 def load_checkpoint(path):
     """Read a strategy saved by ``save_checkpoint``; raise ``CheckpointError`` if the file is
     foreign, of another format version, truncated or corrupt. Trusted files only."""
     path = Path(path)
-    data = bytearray(path.stat().st_size)  # writable: arrays loaded from it can be changed
-    with open(path, "rb") as f:
-        f.readinto(data)
-    if len(data) < _HEADER.size or data[:len(MAGIC)] != MAGIC:
-        raise CheckpointError(f"{path}: not a population checkpoint (bad magic)")
-    magic, version, length, digest = _HEADER.unpack_from(data)
-    if version not in (1, 2, FORMAT_VERSION):
-        raise CheckpointError(f"{path}: checkpoint format {version}, this code reads "
-                              f"1 to {FORMAT_VERSION}")
-    whole = memoryview(data)
+    whole = memoryview(_read_writable(path))  # writable: arrays loaded from it can be changed
+    _check_header(path, whole)
+    _, _, length, digest = _HEADER.unpack_from(whole)
     body = whole[_HEADER.size:]
     if len(body) != length:
         raise CheckpointError(f"{path}: truncated or padded checkpoint ({len(body)} body "
                               f"bytes, header says {length})")
     if hashlib.sha256(body).digest() != digest:
         raise CheckpointError(f"{path}: checksum mismatch (corrupt checkpoint)")
-    if version == 1:
-        return _RestrictedUnpickler(io.BytesIO(body)).load()["strategy"]
     count, payload_length = _BODY_HEAD.unpack_from(whole, _HEADER.size)
-    offset = _HEADER.size + _BODY_HEAD.size  # file offsets from here on
-    payload = whole[offset:offset + payload_length]
-    offset += payload_length
-    buffers = []
-    for _ in range(count):
-        if version == 2:
-            kind, (size,) = _INLINE, _LENGTH.unpack_from(whole, offset)
-            offset += _LENGTH.size
-        else:
-            kind, size = _ENTRY.unpack_from(whole, offset)
-            offset += _ENTRY.size
-        if kind == _SHARED:
-            buffers.append(_read_shared(path, bytes(whole[offset:offset + 32]), size))
-            offset += 32
-            continue
-        offset += -offset % _ALIGN
-        buffers.append(whole[offset:offset + size])
-        offset += size
-    return _RestrictedUnpickler(io.BytesIO(payload), buffers=buffers).load()["strategy"]
+    start = _HEADER.size + _BODY_HEAD.size
+    entries = _entries(lambda at, n: whole[at:at + n], count, start + payload_length)
+    buffers = [whole[at:at + size] if digest is None else _read_shared(path, digest, size)
+               for size, digest, at in entries]
+    payload = io.BytesIO(whole[start:start + payload_length])
+    return _RestrictedUnpickler(payload, buffers=buffers).load()["strategy"]
+
+
+def _check_header(path, head) -> None:
+    """Refuse a file that does not start with a format-3 header (``head``: its first bytes)."""
+    if len(head) < _HEADER.size or head[:len(MAGIC)] != MAGIC:
+        raise CheckpointError(f"{path}: not a population checkpoint (bad magic)")
+    version = _HEADER.unpack_from(head)[1]
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version}, this code reads only "
+                              f"format {FORMAT_VERSION}")
+
+
+def _read_writable(path) -> bytearray:
+    data = bytearray(os.path.getsize(path))
+    with open(path, "rb") as f:
+        f.readinto(data)
+    return data
 
 
 def _read_shared(path: Path, digest: bytes, size: int) -> bytearray:
@@ -293,24 +265,8 @@ def _read_shared(path: Path, digest: bytes, size: int) -> bytearray:
     file = path.parent / ARRAY_DIR / digest.hex()
     if not file.is_file():
         raise CheckpointError(f"{path}: its array file {file} is missing")
-    data = bytearray(file.stat().st_size)  # writable, like the inline buffers
-    with open(file, "rb") as f:
-        f.readinto(data)
+    data = _read_writable(file)
     if len(data) != size or hashlib.sha256(data).digest() != digest:
         raise CheckpointError(f"{file}: corrupt array file (length or checksum mismatch, "
                               f"needed by {path})")
     return data
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable; some filesystems do not support it, which is harmless."""
-    try:
-        fd = os.open(directory or ".", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from population.bounds import clip_to_bounds
+
 
 @dataclass(frozen=True)
 class CMAParams:
@@ -27,11 +29,6 @@ class CMAParams:
     cmu: float
     damps: float
     chi_n: float  # E||N(0, I)||
-
-    @property
-    def cm(self) -> float:
-        """Learning rate of the mean (1 in the tutorial)."""
-        return 1.0
 
 
 def make_params(dim: int, popsize: int, separable: bool) -> CMAParams:
@@ -65,38 +62,40 @@ def make_params(dim: int, popsize: int, separable: bool) -> CMAParams:
                      float(cmu), float(damps), float(chi_n))
 
 
-def update_sigma_path(p_sigma: np.ndarray, z_mean: np.ndarray, p: CMAParams) -> np.ndarray:
-    """Cumulation for step-size control, eq. (43): z_mean is C^{-1/2} times the mean step."""
-    return (1 - p.cs) * p_sigma + np.sqrt(p.cs * (2 - p.cs) * p.mueff) * z_mean
+def advance(s, z_mean: np.ndarray, y_mean: np.ndarray) -> float:
+    """Move the mean (clipped into the bounds), both paths and sigma of CMA strategy ``s``:
+    eqs. (41)-(45). ``z_mean`` is C^{-1/2} (or A^{-1}) times the weighted mean step ``y_mean``.
+    Returns h_sigma of eq. (45), for the covariance update."""
+    p = s.params
+    s._mean = s._mean + s._sigma * y_mean  # eq. (41), learning rate c_m = 1
+    s.p_sigma = (1 - p.cs) * s.p_sigma + np.sqrt(p.cs * (2 - p.cs) * p.mueff) * z_mean  # (43)
+    # h_sigma, eq. (45): stall the rank-one path while ||p_sigma|| is large
+    norm = np.linalg.norm(s.p_sigma) / np.sqrt(1 - (1 - p.cs) ** (2 * (s.generation + 1)))
+    h_sigma = 1.0 if norm < (1.4 + 2 / (p.dim + 1)) * p.chi_n else 0.0
+    s.p_c = (1 - p.cc) * s.p_c + h_sigma * np.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_mean
+    s._sigma = float(s._sigma * np.exp(min(1.0, (p.cs / p.damps)  # eq. (44)
+                                           * (np.linalg.norm(s.p_sigma) / p.chi_n - 1))))
+    s._mean = clip_to_bounds(s._mean, s.bounds)
+    return h_sigma
 
 
-def update_sigma(sigma: float, p_sigma: np.ndarray, p: CMAParams) -> float:
-    """Cumulative step-size adaptation, eq. (44)."""
-    return float(sigma * np.exp(min(1.0, (p.cs / p.damps)
-                                    * (np.linalg.norm(p_sigma) / p.chi_n - 1))))
-
-
-def stall_indicator(p_sigma: np.ndarray, generation: int, p: CMAParams) -> float:
-    """h_sigma of eq. (45): 0 stalls the rank-one path while ||p_sigma|| is large."""
-    norm = np.linalg.norm(p_sigma) / np.sqrt(1 - (1 - p.cs) ** (2 * (generation + 1)))
-    return 1.0 if norm < (1.4 + 2 / (p.dim + 1)) * p.chi_n else 0.0
-
-
-def update_cov_path(p_c: np.ndarray, y_mean: np.ndarray, h_sigma: float,
-                    p: CMAParams) -> np.ndarray:
-    """Cumulation for the rank-one update, eq. (45)."""
-    return (1 - p.cc) * p_c + h_sigma * np.sqrt(p.cc * (2 - p.cc) * p.mueff) * y_mean
-
-
-def active_weights(z_sq_norms: np.ndarray, p: CMAParams) -> np.ndarray:
-    """w°_i of eq. (46): negative weights rescaled by dim / ||C^{-1/2} y_i||^2 (sorted order)."""
+def cov_update_terms(z_sq_norms: np.ndarray, h_sigma: float, p: CMAParams):
+    """(factor on the old C, weights w°_i) of eqs. (47) and (46): the decay includes the h_sigma
+    correction delta(h_sigma); the negative weights are rescaled by dim / ||C^{-1/2} y_i||^2
+    (``z_sq_norms`` in sorted order)."""
     w = p.weights.copy()
     neg = w < 0
     w[neg] *= p.dim / np.maximum(z_sq_norms[neg], 1e-300)
-    return w
-
-
-def cov_decay(h_sigma: float, p: CMAParams) -> float:
-    """Factor on the old C in eq. (47), with the h_sigma correction delta(h_sigma)."""
     delta = (1 - h_sigma) * p.cc * (2 - p.cc)
-    return 1 + p.c1 * delta - p.c1 - p.cmu * p.weights.sum()
+    return 1 + p.c1 * delta - p.c1 - p.cmu * p.weights.sum(), w
+
+
+def stop_conditions(s, diag_c: np.ndarray, ill_conditioned: bool) -> dict:
+    """pycma's ``tolx`` (sigma * sqrt(C_ii) and sigma * p_c all below ``s.tolx``) and
+    ``conditioncov`` (``ill_conditioned``: cond(C) is above 1e14) for CMA strategy ``s``."""
+    triggered = {}
+    if s._sigma * np.sqrt(diag_c.max()) < s.tolx and s._sigma * np.abs(s.p_c).max() < s.tolx:
+        triggered["tolx"] = s.tolx
+    if ill_conditioned:
+        triggered["conditioncov"] = 1e14
+    return triggered

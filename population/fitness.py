@@ -21,11 +21,8 @@ ALL_FAILED_FITNESS = 0.0
 
 
 def sanitize_fitness(fitness, popsize: int) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the failure rule.
-
-    Returns ``(fitness (popsize,) float64, failed (popsize,) bool)``; raises ``ValueError``
-    when the length does not match the population.
-    """
+    """Apply the failure rule: ``(fitness (popsize,) float64, failed (popsize,) bool)``;
+    ``ValueError`` when the length does not match the population."""
     values = np.asarray(fitness, dtype=np.float64).reshape(-1)
     if values.shape[0] != popsize:
         raise ValueError(f"expected {popsize} fitness values, got {values.shape[0]}")
@@ -49,19 +46,12 @@ def to_cost(fitness: np.ndarray) -> np.ndarray:
 def centered_ranks(fitness: np.ndarray) -> np.ndarray:
     """Fitness shaping of OpenAI-ES: ranks mapped linearly onto [-0.5, 0.5], best = +0.5.
 
-    Ties get the mean of their ranks, so equal fitness gives equal weight.
+    Tied values get the mean of their ranks, so equal fitness gives equal weight.
     """
     values = np.asarray(fitness, dtype=np.float64)
-    n = values.shape[0]
-    if n < 2:
-        return np.zeros(n)
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(n)
-    ranks[order] = np.arange(n, dtype=np.float64)
-    # Average the ranks of tied values so that ties are treated symmetrically.
-    unique, inverse = np.unique(values, return_inverse=True)
-    if unique.shape[0] < n:
-        sums = np.bincount(inverse, weights=ranks)
-        counts = np.bincount(inverse)
-        ranks = (sums / counts)[inverse]
-    return ranks / (n - 1) - 0.5
+    if values.shape[0] < 2:
+        return np.zeros(values.shape[0])
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts  # rank of the first of each group of equal values
+    ranks = (first + (counts - 1) / 2)[inverse.reshape(-1)]
+    return ranks / (values.shape[0] - 1) - 0.5

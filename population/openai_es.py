@@ -20,9 +20,8 @@ from population.fitness import centered_ranks
 class OpenAIES(Strategy):
     """Antithetic ES with centered-rank shaping and an SGA or Adam update of the mean.
 
-    ``popsize`` must be even. ``optimizer`` is ``"adam"`` (default) or ``"sgd"``;
-    ``learning_rate`` is the step of either; ``beta1``/``beta2``/``eps`` are Adam's constants.
-    Bounds clip the proposed candidates and the mean.
+    ``popsize`` must be even. ``optimizer``: ``"adam"`` (default) or ``"sgd"``, both stepping
+    by ``learning_rate``; ``beta1``, ``beta2`` and ``adam_eps`` are Adam's constants.
     """
 
     name = "openai-es"
@@ -32,16 +31,11 @@ class OpenAIES(Strategy):
                  weight_decay: float = 0.0, beta1: float = 0.9, beta2: float = 0.999,
                  adam_eps: float = 1e-8, max_generations: int | None = None,
                  target_fitness: float | None = None):
-        super().__init__(x0, popsize, seed, bounds, max_generations, target_fitness)
+        super().__init__(x0, sigma0, popsize, seed, bounds, max_generations, target_fitness)
         if self.popsize % 2:
             raise ValueError("openai-es needs an even popsize (mirrored pairs)")
         if optimizer not in ("adam", "sgd"):
             raise ValueError("optimizer must be 'adam' or 'sgd'")
-        if sigma0 <= 0:
-            raise ValueError("sigma0 must be positive")
-        self._mean = clip_to_bounds(np.asarray(x0, dtype=np.float64).reshape(-1).copy(),
-                                    self.bounds)
-        self._sigma = float(sigma0)
         self.learning_rate = float(learning_rate)
         self.optimizer = optimizer
         self.weight_decay = float(weight_decay)
@@ -51,14 +45,6 @@ class OpenAIES(Strategy):
         self.rng = np.random.Generator(np.random.PCG64(self.seed))
         self._eps: np.ndarray | None = None  # (popsize/2, dim) directions of the last ask
         self._last_x: np.ndarray | None = None  # (popsize, dim) candidates of the last ask
-
-    @property
-    def mean(self) -> np.ndarray:
-        return self._mean.copy()
-
-    @property
-    def sigma(self) -> float:
-        return self._sigma
 
     def _ask(self) -> np.ndarray:
         half = self.popsize // 2

@@ -4,22 +4,19 @@ Randomness: pycma is given ``randn`` bound to a private ``RandomState(seed)``. T
 exactly the one plain pycma draws after ``np.random.seed(seed)``, so this wrapper proposes the
 same candidates as ``cma.CMAEvolutionStrategy(x0, sigma0, {'seed': seed, ...})`` (checked by
 the tests), yet it neither reads nor reseeds numpy's global generator. As a safety net every
-pycma call also runs with the global state swapped for a second private state
-(``population.rng``), so any other draw pycma might make stays inside the strategy too.
+pycma call also runs with the global state swapped for a second private state, so any other
+draw pycma might make depends only on the strategy's seed and leaves the caller's state alone.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 import cma
 
 from population.base import Strategy
 from population.fitness import to_cost
-from population.rng import private_global_random_state
-
-ZERO_SEED_STANDIN = 2**31 - 1
-"""pycma treats seed 0 as "seed from the clock"; seed 0 is mapped to this constant instead."""
-
 
 class PrivateNormal:
     """Picklable ``randn(*shape)`` drawing from its own ``RandomState``."""
@@ -32,8 +29,22 @@ class PrivateNormal:
 
 
 def pycma_seed(seed: int) -> int:
-    """The seed pycma sees for ``seed`` (identity except for 0)."""
-    return int(seed) if int(seed) > 0 else ZERO_SEED_STANDIN
+    """The seed pycma sees for ``seed``: pycma reads 0 as "seed from the clock", so 0 becomes
+    2**31 - 1."""
+    return int(seed) if int(seed) > 0 else 2**31 - 1
+
+
+@contextmanager
+def private_global_random_state(private: np.random.RandomState):
+    """Run the body with ``np.random``'s global state replaced by ``private``'s, storing the
+    state it leaves back into ``private`` and restoring the caller's, even if the body raised."""
+    outer = np.random.get_state()
+    np.random.set_state(private.get_state())
+    try:
+        yield
+    finally:
+        private.set_state(np.random.get_state())
+        np.random.set_state(outer)
 
 
 class PycmaCMAES(Strategy):
@@ -47,7 +58,7 @@ class PycmaCMAES(Strategy):
     def __init__(self, x0, sigma0: float, popsize: int, seed: int, bounds=None,
                  diagonal: bool = False, max_generations: int | None = None,
                  target_fitness: float | None = None, **pycma_options):
-        super().__init__(x0, popsize, seed, bounds, max_generations, target_fitness)
+        super().__init__(x0, sigma0, popsize, seed, bounds, max_generations, target_fitness)
         self.name = "sep-cmaes" if diagonal else "cmaes"
         self.diagonal = bool(diagonal)
         self._randn = PrivateNormal(pycma_seed(seed))
@@ -60,10 +71,10 @@ class PycmaCMAES(Strategy):
         opts.update(pycma_options)
         with private_global_random_state(self._global_state):
             self.es = cma.CMAEvolutionStrategy(np.asarray(x0, dtype=np.float64).reshape(-1),
-                                               float(sigma0), opts)
+                                               self._sigma, opts)
 
     @property
-    def mean(self) -> np.ndarray:
+    def mean(self) -> np.ndarray:  # pycma's own, not the base class's copy of x0
         return np.array(self.es.mean, dtype=np.float64)
 
     @property
@@ -81,7 +92,6 @@ class PycmaCMAES(Strategy):
     def _stop(self) -> dict:
         with private_global_random_state(self._global_state):
             triggered = dict(self.es.stop())
-        # pycma's ftarget and maxiter act on costs and its own counters: the base class owns
-        # those two names, with reward semantics.
+        # pycma's ftarget acts on costs: the base class owns that name, with reward semantics.
         triggered.pop("ftarget", None)
         return triggered

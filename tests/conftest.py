@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from essa.config import EngineConfig, ModelConfig
+from essa.models import prepare_demo_model
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
@@ -15,45 +18,39 @@ VENV_BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The prepared SmolLM2-135M-Instruct folder (converted from the pip package if needed)."""
-    from essa.models import prepare_demo_model
     return prepare_demo_model(check=False)
 
 
-def _test_engine_config(**kw):
-    from essa.config import EngineConfig
-    return EngineConfig(max_model_len=512, kv_cache_gib=1, enforce_eager=True, **kw)
+def start_vllm_engine(model: Path, dtype: str = "auto", **engine_settings):
+    """A real vLLM engine on the demo model, small KV cache, eager unless told otherwise."""
+    from essa.engines.vllm_engine import VLLMEngine  # imports vLLM: only in sessions that start one
+    cfg = EngineConfig(**{"max_model_len": 512, "kv_cache_gib": 1, "enforce_eager": True, **engine_settings})
+    return VLLMEngine(model, ModelConfig(path=str(model), dtype=dtype), cfg)
 
 
+# The session's engines. Session-scoped: closing a vLLM engine mid-session tears down the
+# process's parallel groups that the other (still open) engines use.
 @pytest.fixture(scope="session")
 def vllm_engine(demo_model):
-    """One real vLLM CPU engine in merged mode for the whole session (eager: starts fast)."""
-    from essa.config import ModelConfig
-    from essa.engines.vllm_engine import VLLMEngine
-    engine = VLLMEngine(demo_model, ModelConfig(path=str(demo_model)), _test_engine_config(mode="merged"))
+    """A real vLLM CPU engine in merged mode (eager: starts fast)."""
+    engine = start_vllm_engine(demo_model, mode="merged")
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="session")
 def vllm_lora_engine(demo_model):
-    """A second real engine with LoRA enabled (adapter mode; switchable to merged for comparisons)."""
-    from essa.config import ModelConfig
-    from essa.engines.vllm_engine import VLLMEngine
-    engine = VLLMEngine(demo_model, ModelConfig(path=str(demo_model)),
-                        _test_engine_config(mode="adapter", max_loras=4), both_modes=True)
+    """A hybrid engine: LoRA enabled and merged weights ready (tests compare its two modes,
+    ``engine.adapter_mode`` and ``engine.merged_mode``, on the same vLLM instance)."""
+    engine = start_vllm_engine(demo_model, mode="hybrid", max_loras=4)
     yield engine
     engine.close()
 
 
 @pytest.fixture(scope="session")
 def compiled_lora_engine(demo_model):
-    """A compiled LoRA engine (adapter mode, switchable to merged). Session-scoped like the other
-    engines: closing a vLLM engine mid-session tears down the process's parallel groups that the
-    other (still open) engines use."""
-    from essa.config import EngineConfig, ModelConfig
-    from essa.engines.vllm_engine import VLLMEngine
-    cfg = EngineConfig(max_model_len=512, kv_cache_gib=1, enforce_eager=False, mode="adapter", max_loras=4)
-    engine = VLLMEngine(demo_model, ModelConfig(path=str(demo_model)), cfg, both_modes=True)
+    """A compiled hybrid engine (LoRA and merged weights)."""
+    engine = start_vllm_engine(demo_model, mode="hybrid", max_loras=4, enforce_eager=False)
     yield engine
     engine.close()
 

@@ -43,12 +43,12 @@ def load_peft(base, folder):
     return PeftModel.from_pretrained(copy.deepcopy(base), str(folder)).eval()
 
 
-def with_deltas(base, deltas):
-    """The base model with each delta added to its module's weight by hand (merged mode)."""
+def with_deltas(base, candidate):
+    """The base model with each scale * B @ A added to its module's weight by hand (merged mode)."""
     model = copy.deepcopy(base)
     with torch.no_grad():
-        for name, delta in deltas.items():
-            model.get_submodule(name).weight += delta
+        for module, (a, b) in candidate.factors.items():
+            model.get_submodule(module.name).weight += candidate.scale * b @ a
     return model
 
 
@@ -57,10 +57,10 @@ def test_round_trip_matches_source_delta(setup, alpha_frac):
     root, _ = setup
     space = SvdSpace.from_folder(root / "adapter", alpha_frac)
     check_compatible(space.adapter, root / "base")
-    out = space.materialize(space.initial_vector())
-    for m in space.adapter.modules:
-        src = space.adapter.tensors[m.b_key] @ space.adapter.tensors[m.a_key]  # (out, in)
-        new = out[m.b_key] @ out[m.a_key]
+    out = space.candidate(space.start_vector()).factors
+    for m, (a, b) in space.adapter.candidate.factors.items():
+        src = b @ a  # (out, in)
+        new = out[m][1] @ out[m][0]
         assert (torch.linalg.matrix_norm(new - src) / torch.linalg.matrix_norm(src)).item() < 1e-5
 
 
@@ -68,10 +68,10 @@ def test_candidate_loads_in_peft_with_the_delta_logits(setup, tmp_path):
     root, base = setup
     space = SvdSpace.from_folder(root / "adapter", alpha_frac=0.5)
     rng = np.random.default_rng(1)
-    x = space.initial_vector() * (1 + 0.5 * rng.standard_normal(space.dim))
+    x = space.start_vector() * (1 + 0.5 * rng.standard_normal(space.dim))
     space.write_candidate(x, tmp_path / "cand")
     by_peft = logits(load_peft(base, tmp_path / "cand"))
-    by_hand = logits(with_deltas(base, space.delta_weights(x)))
+    by_hand = logits(with_deltas(base, space.candidate(x)))
     source = logits(load_peft(base, root / "adapter"))
     torch.testing.assert_close(by_peft, by_hand, rtol=1e-4, atol=1e-5)
     assert (by_peft - source).abs().max() > 1e-3  # the candidate really is another adapter
@@ -80,10 +80,10 @@ def test_candidate_loads_in_peft_with_the_delta_logits(setup, tmp_path):
 def test_export_adapter_and_merged_model(setup, tmp_path):
     root, base = setup
     space = SvdSpace.from_folder(root / "adapter")
-    x = space.initial_vector() * 1.3
+    x = space.start_vector() * 1.3
     folder = export_adapter(space, x, tmp_path / "best", base_model_name_or_path=str(root / "base"))
     assert read_adapter(folder).config["base_model_name_or_path"] == str(root / "base")
-    expected = logits(with_deltas(base, space.delta_weights(x)))
+    expected = logits(with_deltas(base, space.candidate(x)))
     torch.testing.assert_close(logits(load_peft(base, folder)), expected, rtol=1e-4, atol=1e-5)
     merged_dir = export_merged(space, x, root / "base", tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir)).eval()
@@ -100,8 +100,7 @@ def test_fresh_adapter_is_small_non_degenerate_and_loadable(setup, tmp_path):
     check_compatible(adapter, root / "base")
     assert len(adapter.modules) == 2 * len(TARGETS)
     weights = base.state_dict()
-    for m in adapter.modules:
-        a, b = adapter.tensors[m.a_key], adapter.tensors[m.b_key]
+    for m, (a, b) in adapter.candidate.factors.items():
         delta = adapter.scale * b @ a
         weight = weights[f"{m.name}.weight"]  # (out, in)
         ratio = torch.linalg.matrix_norm(delta) / torch.linalg.matrix_norm(weight)
@@ -111,7 +110,7 @@ def test_fresh_adapter_is_small_non_degenerate_and_loadable(setup, tmp_path):
             assert s.min() > 1e-3 * s.max()  # no zero singular value (PEFT's default B = 0 has all)
             assert (s[:-1] - s[1:]).min() > 1e-6 * s.max()  # distinct: U and V are well defined
     space = SvdSpace.from_folder(folder)
-    assert np.all(space.initial_vector() > 0)
+    assert np.all(space.start_vector() > 0)
     fresh_logits = logits(load_peft(base, folder))
     base_logits = logits(base)
     assert 0 < (fresh_logits - base_logits).abs().max() < 0.1 * base_logits.abs().max()

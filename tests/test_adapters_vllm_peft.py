@@ -14,7 +14,7 @@ def test_peft_and_vllm_agree_on_a_materialized_candidate(demo_model, small_adapt
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     space = SvdSpace.from_folder(small_adapter)
-    vector = space.initial_vector() * 2.5  # a candidate far enough from the start to change text
+    vector = space.start_vector() * 2.5  # a candidate far enough from the start to change text
     folder = tmp_path / "candidate"
     space.write_candidate(vector, folder)
 
@@ -28,8 +28,8 @@ def test_peft_and_vllm_agree_on_a_materialized_candidate(demo_model, small_adapt
             out = model.generate(**ids, max_new_tokens=8, do_sample=False)
         peft_tokens.append(out[0, ids["input_ids"].shape[1]:].tolist())
 
-    vllm_lora_engine.set_mode("adapter")
-    outs = vllm_lora_engine.generate(PROMPTS, [folder], SamplingSettings(max_tokens=8))[0]
+    adapter_mode = vllm_lora_engine.adapter_mode  # one candidate: the hybrid engine would merge it
+    outs = adapter_mode.generate(PROMPTS, [folder], SamplingSettings(max_tokens=8))[0]
     vllm_tokens = [tok(c[0].text, add_special_tokens=False)["input_ids"] for c in outs]
     # The candidate must matter, and both loaders must read it the same way.
     base_outs = vllm_lora_engine.generate(PROMPTS, [None], SamplingSettings(max_tokens=8))[0]
@@ -47,7 +47,7 @@ def test_peft_and_vllm_agree_on_a_materialized_candidate(demo_model, small_adapt
         with torch.no_grad():
             logits = model(full).logits[0, ids.shape[1] - 1:-1].log_softmax(-1)
         peft_logprob.append(float(logits.gather(1, torch.tensor(tokens)[:, None]).sum()))
-    with_adapter, base = vllm_lora_engine.score_continuations(PROMPTS, texts, [folder, None])
+    with_adapter, base = adapter_mode.score_continuations(PROMPTS, texts, [folder, None])
     for p, a, b in zip(peft_logprob, with_adapter, base):
         assert abs(a.logprob - p) < 0.15 + 0.05 * abs(p), (peft_logprob, with_adapter)
     assert sum(abs(b.logprob - p) for p, b in zip(peft_logprob, base)) > \

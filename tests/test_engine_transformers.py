@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from essa.adapters.init import write_fresh_adapter
-from essa.adapters.peft_io import write_adapter
+from essa.adapters.peft_io import LoraCandidate, LoraModule, peft_tensors, write_adapter
 from essa.adapters.svd_space import SvdSpace
 from essa.config import EngineConfig, ModelConfig
-from essa.engines.base import LoraCandidate, SamplingSettings
+from essa.engines.base import SamplingSettings
 from essa.engines.hf_engine import TransformersEngine
 from essa.engines.hf_lora import BatchedLora, row_segments
 
@@ -79,10 +79,9 @@ def adapter(demo_model, tmp_path_factory):
 def cands(adapter):
     """Two different in-memory candidates from the same space."""
     _, space = adapter
-    x0 = space.initial_vector()
+    x0 = space.start_vector()
     x1 = x0 * np.random.default_rng(0).uniform(0.3, 1.7, x0.shape)
-    return (LoraCandidate(space.materialize(x0), space.adapter.config, "x0"),
-            LoraCandidate(space.materialize(x1), space.adapter.config, "x1"))
+    return space.candidate(x0, "x0"), space.candidate(x1, "x1")
 
 
 # ---- loading and quantization ------------------------------------------------------------------
@@ -144,10 +143,10 @@ def test_sampling_is_seeded_and_honours_stop(bf16):
 
 def test_candidate_changes_output_and_tensors_stay_untouched(bf16, cands):
     x0, x1 = cands
-    before = {k: v.clone() for k, v in x1.tensors.items()}
+    before = {k: v.clone() for k, v in peft_tensors(x1).items()}
     outs = texts(bf16.generate(chat(bf16), [None, x0, x1], GREEDY))
     assert outs[1] != outs[0] and outs[2] != outs[0] and outs[1] != outs[2]
-    assert all(torch.equal(before[k], v) for k, v in x1.tensors.items())
+    assert all(torch.equal(before[k], v) for k, v in peft_tensors(x1).items())
 
 
 def test_mixed_batch_equals_each_alone_fp32(fp32, cands):
@@ -170,7 +169,7 @@ def test_no_leak_between_candidates_bf16(bf16, cands):
 
 def test_folder_candidate_equals_same_tensors_in_memory(bf16, cands, tmp_path):
     x0, _ = cands
-    folder = write_adapter(tmp_path / "x0", x0.tensors, x0.config)
+    folder = write_adapter(tmp_path / "x0", peft_tensors(x0), x0.config)
     prompts = chat(bf16)
     assert texts(bf16.generate(prompts, [folder], GREEDY)) == texts(bf16.generate(prompts, [x0], GREEDY))
     conts = ["The answer is 12.", "Blue."]
@@ -233,12 +232,12 @@ def test_greedy_continuation_beats_random(bf16):
 def test_batched_lora_adds_each_rows_own_delta():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 5, bias=False)).eval()
-    config = {"r": 2, "lora_alpha": 4}  # scale 2
+    config = {"r": 2, "lora_alpha": 4}
+    layer = LoraModule("0", None, "0", 5, 6)
 
     def cand(name):
         a, b = torch.randn(2, 6), torch.randn(5, 2)
-        return LoraCandidate({"base_model.model.0.lora_A.weight": a,
-                              "base_model.model.0.lora_B.weight": b}, config, name), 2 * b @ a
+        return LoraCandidate({layer: (a, b)}, 2.0, config, name), 2 * b @ a
 
     (c1, d1), (c2, d2) = cand("c1"), cand("c2")
     lora = BatchedLora(model, [c1, None, c2])
@@ -252,6 +251,4 @@ def test_batched_lora_adds_each_rows_own_delta():
         assert torch.allclose(y[row], base[row] + x[row] @ deltas[slot].T, atol=1e-5)
     assert torch.equal(model(x), base), "hooks are removed on leaving the block"
     with pytest.raises(ValueError, match="do not fit"):
-        BatchedLora(model, [LoraCandidate({"base_model.model.0.lora_A.weight": torch.zeros(2, 7),
-                                           "base_model.model.0.lora_B.weight": torch.zeros(5, 2)},
-                                          config)])
+        BatchedLora(model, [LoraCandidate({layer: (torch.zeros(2, 7), torch.zeros(5, 2))}, 2.0, config)])

@@ -25,13 +25,10 @@ def test_compiled_adapter_passes_match_merged_weights(compiled_lora_engine, smal
     engine = compiled_lora_engine
     cands = [None, *candidates(small_adapter, list(scales))]
     conts = ["3 + 4 = 7. The answer is 7.", "zebra violin carpet"]
-    engine.set_mode("adapter")
-    adapter_out = [texts(per) for per in engine.generate(PROMPTS, cands, GREEDY)]
-    adapter_ll = engine.score_continuations(PROMPTS[:2], conts, cands)
-    engine.set_mode("merged")
-    merged_out = [texts(per) for per in engine.generate(PROMPTS, cands, GREEDY)]
-    merged_ll = engine.score_continuations(PROMPTS[:2], conts, cands)
-    engine.set_mode("adapter")
+    adapter_out = [texts(per) for per in engine.adapter_mode.generate(PROMPTS, cands, GREEDY)]
+    adapter_ll = engine.adapter_mode.score_continuations(PROMPTS[:2], conts, cands)
+    merged_out = [texts(per) for per in engine.merged_mode.generate(PROMPTS, cands, GREEDY)]
+    merged_ll = engine.merged_mode.score_continuations(PROMPTS[:2], conts, cands)
     base = adapter_out[0]
     assert merged_out[0] == base  # no adapter: the same weights, the same compiled graph
     assert adapter_out[1] != base and adapter_out[2] != base and adapter_out[1] != adapter_out[2]
@@ -41,4 +38,4 @@ def test_compiled_adapter_passes_match_merged_weights(compiled_lora_engine, smal
         assert [s.logprob for s in adapter_ll[k]] != [s.logprob for s in adapter_ll[0]]
         for a, m in zip(adapter_ll[k], merged_ll[k]):
             assert a.logprob == pytest.approx(m.logprob, rel=0.03, abs=0.3)
-    assert engine.loaded_adapter_ids() == set()
+    assert engine.adapter_mode.loaded_ids() == set()

@@ -11,26 +11,21 @@ session's engines, the other dtype gets two engines of its own.
 
 import pytest
 import torch
+from safetensors import safe_open
 
-from essa.engines.base import LoraCandidate
+from essa.adapters.svd_space import SvdSpace
+from essa.models.dtype import resolve_dtype
+from tests.conftest import start_vllm_engine
 from tests.test_engine_vllm import GREEDY, PROMPTS, texts
 
 pytest.importorskip("vllm")
 
-
-def _auto_dtype() -> str:
-    from essa.models.dtype import resolve_dtype
-    return resolve_dtype("auto").dtype
-
-
-OTHER_DTYPE = "float32" if _auto_dtype() == "bfloat16" else "bfloat16"
+AUTO_DTYPE = resolve_dtype("auto").dtype
+OTHER_DTYPE = "float32" if AUTO_DTYPE == "bfloat16" else "bfloat16"
 
 
 def _engine(demo_model, dtype: str, eager: bool):
-    from essa.config import EngineConfig, ModelConfig
-    from essa.engines.vllm_engine import VLLMEngine
-    cfg = EngineConfig(max_model_len=512, kv_cache_gib=1, enforce_eager=eager, mode="merged")
-    return VLLMEngine(demo_model, ModelConfig(path=str(demo_model), dtype=dtype), cfg)
+    return start_vllm_engine(demo_model, dtype, enforce_eager=eager, mode="merged")
 
 
 @pytest.fixture(scope="session")
@@ -53,35 +48,32 @@ ENGINES = {("auto", True): "vllm_engine", ("auto", False): "compiled_lora_engine
 
 @pytest.mark.parametrize("which,eager", list(ENGINES), ids=lambda v: str(v))
 def test_many_merged_swaps_leave_base_and_start_exact(request, which, eager, small_adapter, demo_model):
-    from safetensors import safe_open
-
-    from essa.adapters.svd_space import SvdSpace
     engine = request.getfixturevalue(ENGINES[(which, eager)])
-    engine.set_mode("merged")
     dtype = engine.llm.llm_engine.model_config.dtype
-    assert dtype == (torch.bfloat16 if (which == "auto") == (_auto_dtype() == "bfloat16") else torch.float32)
+    assert dtype == (torch.bfloat16 if (which == "auto") == (AUTO_DTYPE == "bfloat16") else torch.float32)
     assert engine.eager == eager
+    merged = engine.merged_mode  # merged passes, also on the hybrid (compiled) engine
+    weights = merged.weights
     space = SvdSpace.from_folder(small_adapter)
     # The starting adapter, made strong enough to change greedy text (the fixture is 2% of W).
-    start = LoraCandidate(space.materialize(4.0 * space.initial_vector()), space.adapter.config, "start")
+    start = space.candidate(4.0 * space.start_vector(), "start")
     rng = torch.Generator().manual_seed(7)
-    swaps = [LoraCandidate(space.materialize(space.initial_vector() *
-                                             (1 + 0.5 * torch.randn(space.dim, generator=rng).numpy())),
-                           space.adapter.config, f"c{i}") for i in range(12)]
+    swaps = [space.candidate(space.start_vector() * (1 + 0.5 * torch.randn(space.dim, generator=rng).numpy()),
+                             f"c{i}") for i in range(12)]
     conts = ["3 + 4 = 7. The answer is 7."] * len(PROMPTS)
-    base_before, start_before = [texts(o) for o in engine.generate(PROMPTS, [None, start], GREEDY)]
-    ll_before = engine.score_continuations(PROMPTS, conts, [None, start])
+    base_before, start_before = [texts(o) for o in merged.generate(PROMPTS, [None, start], GREEDY)]
+    ll_before = merged.score_continuations(PROMPTS, conts, [None, start])
     assert start_before != base_before  # the start adapter changes the model: the check can fail
-    engine.generate(PROMPTS[:1], swaps, GREEDY)  # 12 consecutive swaps, each over the previous one
+    merged.generate(PROMPTS[:1], swaps, GREEDY)  # 12 consecutive swaps, each over the previous one
     for cands in ([swaps[0], None], [swaps[5]]):  # more swaps, through the base and back
-        engine.generate(PROMPTS[:1], cands, GREEDY)
-    base_after, start_after = [texts(o) for o in engine.generate(PROMPTS, [None, start], GREEDY)]
+        merged.generate(PROMPTS[:1], cands, GREEDY)
+    base_after, start_after = [texts(o) for o in merged.generate(PROMPTS, [None, start], GREEDY)]
     assert base_after == base_before and start_after == start_before
-    assert engine.score_continuations(PROMPTS, conts, [None, start]) == ll_before  # bit for bit
+    assert merged.score_continuations(PROMPTS, conts, [None, start]) == ll_before  # bit for bit
     with safe_open(str(demo_model / "model.safetensors"), "pt") as st:
         for layer in (0, 29):
             qkv = torch.cat([st.get_tensor(f"model.layers.{layer}.self_attn.{m}.weight")
                              for m in ("q_proj", "k_proj", "v_proj")])
-            assert torch.equal(engine.merged.originals[(layer, "qkv_proj")], qkv.to(dtype))
-            held = engine.merged.current_weight(layer, "qkv_proj")
+            assert torch.equal(weights.originals[(layer, "qkv_proj")], qkv.to(dtype))
+            held = weights.current_weight(layer, "qkv_proj")
             assert held is None or torch.equal(held, qkv.to(dtype))

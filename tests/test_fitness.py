@@ -8,7 +8,7 @@ import pytest
 from essa.adapters.svd_space import SvdSpace
 from essa.config import RunConfig
 from essa.data import build_prompts, load_task
-from essa.engines.base import LoraCandidate, SamplingSettings
+from essa.engines.base import SamplingSettings
 from essa.fitness import score_candidates
 from essa.rewards import get_reward
 
@@ -24,17 +24,17 @@ def demo_batch(vllm_engine):
 def test_each_fitness_kind_on_the_demo_task(vllm_engine, demo_batch, small_adapter):
     task, examples, prompts = demo_batch
     space = SvdSpace.from_folder(small_adapter)
-    cands = [None, LoraCandidate(space.materialize(space.initial_vector() * 2.0), space.adapter.config)]
+    cands = [None, space.candidate(space.start_vector() * 2.0)]
     reward, sampling = get_reward(task.reward), SamplingSettings(max_tokens=40)
     acc = score_candidates(vllm_engine, cands, examples, prompts, reward, "accuracy", sampling)
     ll = score_candidates(vllm_engine, cands, examples, prompts, reward, "loglik", sampling)
     hy = score_candidates(vllm_engine, cands, examples, prompts, reward, "hybrid", sampling, 0.5)
     for a, l, h in zip(acc, ll, hy):
-        assert a.kind == "accuracy" and 0.0 <= a.fitness <= 1.0 and a.loglik is None and a.tokens > 0
-        assert l.kind == "loglik" and l.fitness < 0 and l.accuracy is None
+        assert 0.0 <= a.fitness <= 1.0 and a.loglik is None and a.tokens > 0
+        assert l.fitness < 0 and l.accuracy is None
         assert h.fitness == pytest.approx(h.accuracy + 0.5 * h.loglik)
         for c in (a, l, h):  # per-prompt scores, whose mean is the fitness (the runtime's sum)
-            assert len(c.item_scores) == len(examples) and c.fitness == pytest.approx(np.mean(c.item_scores))
+            assert len(c.items) == len(examples) and c.fitness == pytest.approx(np.mean(c.items))
         assert h.accuracy == a.accuracy and h.loglik == pytest.approx(l.fitness, abs=1e-6)
     # The accuracy fitness is the reward of the generated texts: recompute it independently.
     texts = [c[0].text for c in vllm_engine.generate(prompts, [None], sampling)[0]]

@@ -86,48 +86,29 @@ class Exploit:
         return (os.system, ("true",))
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_payload_referring_to_os_system_is_refused(tmp_path, version):
+def test_payload_referring_to_os_system_is_refused(tmp_path):
     import hashlib
-    from population.checkpoint import _BODY_HEAD, _HEADER, MAGIC
+    from population.checkpoint import _BODY_HEAD, _HEADER, FORMAT_VERSION, MAGIC
 
     payload = pickle.dumps({"strategy": Exploit()})
-    body = payload if version == 1 else _BODY_HEAD.pack(0, len(payload)) + payload
-    header = _HEADER.pack(MAGIC, version, len(body), hashlib.sha256(body).digest())
+    body = _BODY_HEAD.pack(0, len(payload)) + payload
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, len(body), hashlib.sha256(body).digest())
     (tmp_path / "evil").write_bytes(header + body)
     with pytest.raises(CheckpointError, match="not allowed"):
         population.load_checkpoint(tmp_path / "evil")
 
 
-def test_format_1_files_are_still_read(tmp_path):
-    import hashlib
-    from population.checkpoint import _HEADER, MAGIC
-    s = make("cmaes-numpy")
-    run(s, 2)
-    payload = pickle.dumps({"strategy": s, "versions": {}}, protocol=5)  # in-band arrays
-    header = _HEADER.pack(MAGIC, 1, len(payload), hashlib.sha256(payload).digest())
-    (tmp_path / "v1").write_bytes(header + payload)
-    back = population.load_checkpoint(tmp_path / "v1")
-    assert np.array_equal(back.ask(), s.ask())
-
-
-def test_format_2_files_are_still_read(tmp_path):
-    """Format 2 (the previous version's): inline buffers, each a length, padding to 64, bytes."""
-    import hashlib
-    import struct
-    from population.checkpoint import _HEADER, MAGIC
-    s = make("cmaes-numpy")
-    run(s, 2)
-    snap = population.snapshot(s)
-    body = bytearray(struct.pack("<IQ", len(snap.buffers), len(snap.payload)) + snap.payload)
-    for buf in snap.buffers:
-        body += struct.pack("<Q", len(buf))
-        body += b"\0" * (-(_HEADER.size + len(body)) % 64) + bytes(buf)
-    header = _HEADER.pack(MAGIC, 2, len(body), hashlib.sha256(body).digest())
-    (tmp_path / "v2").write_bytes(header + body)
-    assert population.shared_digests(tmp_path / "v2") == set()
-    back = population.load_checkpoint(tmp_path / "v2")
-    assert np.array_equal(back.ask(), s.ask())
+def test_other_format_versions_are_refused_by_number(tmp_path):
+    from population.checkpoint import _HEADER
+    path = tmp_path / "s.ckpt"
+    population.save_checkpoint(make("cmaes-numpy"), path)
+    data = bytearray(path.read_bytes())
+    data[8:12] = (2).to_bytes(4, "little")  # format 2, whose reader is gone
+    path.write_bytes(bytes(data))
+    for read in (population.load_checkpoint, population.shared_digests):
+        with pytest.raises(CheckpointError, match="format 2, this code reads only format 3"):
+            read(path)
+    assert _HEADER.size == 52
 
 
 def test_loaded_arrays_are_aligned_and_writable(tmp_path):
@@ -161,35 +142,34 @@ def test_numpy_cmaes_snapshot_written_later_is_the_state_at_snapshot_time(tmp_pa
     snap = snapshot(s)  # zero copy: the strategy replaces its arrays instead of changing them
     expected = s.ask()
     s.tell(expected, [rastrigin_reward(x) for x in expected])
-    run(s, 30)  # covariance updates, factor refreshes
+    run(s, 30)  # covariance updates, factorisations
     write_snapshot(snap, tmp_path / "late.ckpt")
     back = population.load_checkpoint(tmp_path / "late.ckpt")
     assert np.array_equal(back.ask(), expected)
 
 
-def _numpy_cmaes_with_slow_refresh():
-    # d = 40 with a factor refresh every 4 generations: C and A stay the same objects in between
+def _numpy_cmaes_with_lazy_factor():
+    # d = 40 with a factorisation every 6 generations: C and A stay the same objects in between
     return population.NumpyCMAES(np.linspace(-1, 1, 40), 0.5, 8, seed=2, lazy_gap_factor=6.0)
 
 
 def test_shared_arrays_are_written_once_and_resume_bit_identically(tmp_path):
-    expected = _numpy_cmaes_with_slow_refresh()
+    expected = _numpy_cmaes_with_lazy_factor()
     run(expected, 9)
     expected = expected.ask()
-    s = _numpy_cmaes_with_slow_refresh()
+    s = _numpy_cmaes_with_lazy_factor()
     arrays = population.ArrayFiles(tmp_path / population.ARRAY_DIR, min_bytes=4096)
-    run(s, 7)  # past the first refresh: C and A differ from the identity
-    s.wait_for_update()
+    run(s, 7)  # past the first factorisation: C and A differ from the identity
     population.write_snapshot(population.snapshot(s), tmp_path / "a.ckpt", arrays)
     first = arrays.written
     population.write_snapshot(population.snapshot(s), tmp_path / "b.ckpt", arrays)
-    assert first >= 2 and arrays.written == first  # C and A (12.8 kB each) are shared, once
+    assert first >= 2 and arrays.written == first  # C and A (12.8 and 6.4 kB) are shared, once
     shared = population.shared_digests(tmp_path / "a.ckpt")
     assert shared == population.shared_digests(tmp_path / "b.ckpt")
     assert {p.name for p in (tmp_path / population.ARRAY_DIR).iterdir()} == {d.hex() for d in shared}
     population.save_checkpoint(s, tmp_path / "inline.ckpt")  # no ArrayFiles: all inline
     shared_bytes = sum(p.stat().st_size for p in (tmp_path / population.ARRAY_DIR).iterdir())
-    assert shared_bytes >= 2 * 40 * 40 * 8
+    assert shared_bytes >= 40 * 40 * (8 + 4)
     assert (tmp_path / "inline.ckpt").stat().st_size - (tmp_path / "b.ckpt").stat().st_size \
         >= shared_bytes - 64 * len(shared)  # b.ckpt holds references, not the arrays
     back = population.load_checkpoint(tmp_path / "b.ckpt")
@@ -198,7 +178,7 @@ def test_shared_arrays_are_written_once_and_resume_bit_identically(tmp_path):
 
 
 def test_missing_or_corrupt_array_files_are_refused_by_name(tmp_path):
-    s = _numpy_cmaes_with_slow_refresh()
+    s = _numpy_cmaes_with_lazy_factor()
     run(s, 2)
     arrays = population.ArrayFiles(tmp_path / population.ARRAY_DIR, min_bytes=4096)
     population.write_snapshot(population.snapshot(s), tmp_path / "s.ckpt", arrays)
@@ -214,17 +194,16 @@ def test_missing_or_corrupt_array_files_are_refused_by_name(tmp_path):
 
 
 def test_retain_deletes_array_files_no_kept_checkpoint_refers_to(tmp_path):
-    s = _numpy_cmaes_with_slow_refresh()
+    s = _numpy_cmaes_with_lazy_factor()
     arrays = population.ArrayFiles(tmp_path / population.ARRAY_DIR, min_bytes=4096)
-    for g in range(6):  # refreshes in between: new C and A files
+    for g in range(8):  # a factorisation in between (generation 6): new C and A files
         run(s, 1)
-        s.wait_for_update()
         population.write_snapshot(population.snapshot(s), tmp_path / f"{g}.ckpt", arrays)
     (tmp_path / population.ARRAY_DIR / "leftover.tmp").write_bytes(b"x")  # a killed write
-    kept = population.shared_digests(tmp_path / "5.ckpt")
+    kept = population.shared_digests(tmp_path / "7.ckpt")
     before = {p.name for p in (tmp_path / population.ARRAY_DIR).iterdir()}
     arrays.retain(kept)
     after = {p.name for p in (tmp_path / population.ARRAY_DIR).iterdir()}
     assert after == {d.hex() for d in kept} and len(before) > len(after) + 1
-    back = population.load_checkpoint(tmp_path / "5.ckpt")
-    assert back.generation == 6
+    back = population.load_checkpoint(tmp_path / "7.ckpt")
+    assert back.generation == 8

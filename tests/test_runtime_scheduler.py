@@ -7,10 +7,11 @@ import time
 import numpy as np
 import pytest
 
+from essa.fitness import Score, fitness_vector
 from essa.runtime.master import Master
-from essa.runtime.messages import Setup
-from essa.runtime.scheduler import RoundTasks, split_items
-from essa.runtime.worker import run_worker
+from essa.runtime.messages import Result, Setup
+from essa.runtime.scheduler import RoundTasks, round_chunks, split_items
+from essa.runtime.worker import check_score, run_worker
 
 
 class _Hub:
@@ -71,7 +72,8 @@ class _SleepEvaluator:
 
     def score(self, rnd, task):
         time.sleep(self.delay)
-        return float(task.row), {"tokens": task.stop - task.start, "seconds": self.delay}
+        n = task.stop - task.start
+        return Score(np.full(n, float(task.row)), tokens=n, seconds=self.delay)
 
     def close(self):
         pass
@@ -85,36 +87,42 @@ def test_fast_worker_takes_more_candidates_and_results_land_in_their_rows():
     for t in threads:
         t.start()
     master = Master(hub, "abc", task_timeout_s=30)
-    master.setup(Setup({}, True))  # the sleep evaluator ignores it
+    master.setup(Setup({}))  # the sleep evaluator ignores it
     out = master.run_round(0, np.zeros((20, 3)), [f"c{i}" for i in range(20)], "train",
                            np.arange(5), "accuracy")
     master.stop("done")
     for t in threads:
         t.join(timeout=10)
-    assert out.fitness.tolist() == [float(i) for i in range(20)]
-    assert sum(out.tasks_by_rank.values()) == 20
-    assert out.tasks_by_rank[1] > 3 * out.tasks_by_rank.get(2, 0)
-    assert all(s["tokens"] == 5 for s in out.stats)
+    by_rank = master.round.tasks_by_rank()
+    assert fitness_vector(out).tolist() == [float(i) for i in range(20)]
+    assert sum(by_rank.values()) == 20
+    assert by_rank[1] > 3 * by_rank.get(2, 0)
+    assert all(s.tokens == 5 for s in out)
 
 
 def test_items_are_split_into_chunks_and_recombined_by_weight():
     assert split_items(10, 3) == [(0, 3), (3, 7), (7, 10)]
     assert split_items(2, 5) == [(0, 1), (1, 2)]
+    assert round_chunks(40, split_rows=True) == [(0, 13), (13, 27), (27, 40)]
+    assert round_chunks(40, split_rows=False) == [(0, 40)]
     vectors = np.arange(6.0).reshape(2, 3)
     tasks = RoundTasks.build(1, 0, vectors, chunks=split_items(10, 3))
     first = tasks.assign(7)
-    assert tasks.expected == 6 and first.row == 0 and first.vector.tolist() == [0.0, 1.0, 2.0]
+    assert len(tasks.tasks) + tasks.held(7) == 6 and first.row == 0 and first.vector.tolist() == [0.0, 1.0, 2.0]
     rows = [tasks.assign(r) for r in range(5)]
     assert [t.vector[0] for t in rows] == [0.0, 0.0, 3.0, 3.0, 3.0]  # each task carries its row
 
 
+def _result(round_id, row, stop, rank=1):
+    return Result(round_id, 0, row, 0, stop, rank, Score(np.full(stop, 0.5)))
+
+
 def test_stale_and_duplicate_results_are_dropped_and_counted():
-    from essa.runtime.messages import Result
     tasks = RoundTasks.build(5, 0, np.zeros((1, 3)), chunks=[(0, 4)])
     task = tasks.assign(1)
-    assert not tasks.accept(Result(4, 0, 0, 0, 4, 1, 0.5), round_id=5)
-    assert tasks.accept(Result(5, 0, task.row, 0, 4, 1, 0.5), round_id=5)
-    assert not tasks.accept(Result(5, 0, task.row, 0, 4, 1, 0.5), round_id=5)
+    assert not tasks.accept(_result(4, 0, 4), round_id=5)
+    assert tasks.accept(_result(5, task.row, 4), round_id=5)
+    assert not tasks.accept(_result(5, task.row, 4), round_id=5)
     assert (tasks.stale, tasks.duplicate) == (1, 1) and tasks.done()
 
 
@@ -126,7 +134,6 @@ def test_console_line_prints_zero_fitness_as_zero_not_nan():
 
 
 def test_a_second_task_is_queued_only_while_more_tasks_wait_than_workers():
-    from essa.runtime.messages import Result
     sent = []
 
     class Recorder:
@@ -140,10 +147,10 @@ def test_a_second_task_is_queued_only_while_more_tasks_wait_than_workers():
     tasks = RoundTasks.build(1, 0, np.zeros((6, 2)), [(0, 1)])
     master._dispatch(tasks)
     assert sent == [(1, 0), (2, 1), (1, 2), (2, 3)]  # each worker: one running, one queued
-    assert tasks.accept(Result(1, 0, 0, 0, 1, 1, 0.5), round_id=1)
+    assert tasks.accept(_result(1, 0, 1), round_id=1)
     master._dispatch(tasks)
     assert len(sent) == 4  # two tasks left for two workers: none is queued behind a running one
-    assert tasks.accept(Result(1, 0, 2, 0, 1, 1, 0.5), round_id=1)
+    assert tasks.accept(_result(1, 2, 1), round_id=1)
     master._dispatch(tasks)
     assert sent[4:] == [(1, 4)] and tasks.held(1) == 1 and tasks.held(2) == 2
 
@@ -171,7 +178,7 @@ class _PerItemEvaluator(_SleepEvaluator):
     def score(self, rnd, task):
         time.sleep(self.delay)
         ids = rnd.item_ids[task.start:task.stop]
-        return task.row + 0.1 * np.sin(ids * 1.7 + task.row), {"tokens": len(ids), "seconds": self.delay}
+        return Score(task.row + 0.1 * np.sin(ids * 1.7 + task.row), tokens=len(ids), seconds=self.delay)
 
 
 def _round_on_workers(n_workers, min_task_items):
@@ -181,31 +188,37 @@ def _round_on_workers(n_workers, min_task_items):
     for t in threads:
         t.start()
     master = Master(hub, "abc", task_timeout_s=30, min_task_items=min_task_items)
-    master.setup(Setup({}, True))
+    master.setup(Setup({}))
     out = master.run_round(0, np.zeros((7, 3)), [f"c{i}" for i in range(7)], "train",
                            np.arange(100, 125), "accuracy")
     master.stop("done")
     for t in threads:
         t.join(timeout=10)
-    return out
+    return fitness_vector(out), master.round.tasks_by_rank(), out
 
 
 def test_a_candidate_cut_into_slices_gets_the_fitness_it_gets_whole():
-    whole, cut = _round_on_workers(1, 0), _round_on_workers(3, 2)
-    assert sum(whole.tasks_by_rank.values()) == 7 and sum(cut.tasks_by_rank.values()) > 7
-    assert np.array_equal(whole.fitness, cut.fitness)  # per-item scores: the same floats
+    (whole, whole_ranks, _), (cut, cut_ranks, cut_scores) = _round_on_workers(1, 0), _round_on_workers(3, 2)
+    assert sum(whole_ranks.values()) == 7 and sum(cut_ranks.values()) > 7
+    assert np.array_equal(whole, cut)  # per-item scores: the same floats
     expected = [np.mean(r + 0.1 * np.sin(np.arange(100, 125) * 1.7 + r)) for r in range(7)]
-    assert np.allclose(cut.fitness, expected, rtol=0, atol=1e-12)
-    assert [s["tokens"] for s in cut.stats] == [25] * 7
+    assert np.allclose(cut, expected, rtol=0, atol=1e-12)
+    assert [s.tokens for s in cut_scores] == [25] * 7
 
 
 def test_an_evaluator_answer_of_the_wrong_length_is_an_error():
-    from essa.runtime.worker import per_item_scores
-    assert per_item_scores(0.5, 3).tolist() == [0.5] * 3
-    values = per_item_scores([1.0, float("inf"), None], 3)
-    assert values[0] == 1.0 and np.isnan(values[1:]).all()
+    check_score(Score([1.0, float("inf"), float("nan")]), 3)  # non-finite: a failed candidate, not an error
     with pytest.raises(ValueError, match="2 scores for a task of 3 items"):
-        per_item_scores([1.0, 2.0], 3)
+        check_score(Score([1.0, 2.0]), 3)
+    with pytest.raises(TypeError, match="not a Score"):
+        check_score(0.5, 1)
+
+
+def test_scores_of_slices_join_in_item_order():
+    joined = Score.join([Score([1.0, 2.0], [1.0, 0.0], None, 3, 0.5), Score([3.0], [1.0], None, 1, 0.25)])
+    assert joined.items.tolist() == [1.0, 2.0, 3.0] and joined.fitness == 2.0
+    assert joined.accuracy == pytest.approx(2 / 3) and joined.loglik is None
+    assert (joined.tokens, joined.seconds) == (4, 0.75)
 
 
 class _PassEvaluator(_SleepEvaluator):
@@ -227,7 +240,7 @@ class _PassEvaluator(_SleepEvaluator):
 
     @staticmethod
     def score_one(task):
-        return float(task.row), {"tokens": task.stop - task.start, "seconds": 0.0}
+        return Score(np.full(task.stop - task.start, float(task.row)), tokens=task.stop - task.start)
 
 
 def test_a_worker_scores_the_tasks_waiting_for_the_same_prompts_in_one_pass():
@@ -238,13 +251,13 @@ def test_a_worker_scores_the_tasks_waiting_for_the_same_prompts_in_one_pass():
     for t in threads:
         t.start()
     master = Master(hub, "abc", task_timeout_s=30)
-    master.setup(Setup({}, True))
+    master.setup(Setup({}))
     out = master.run_round(0, np.zeros((24, 3)), [f"c{i}" for i in range(24)], "train",
                            np.arange(5), "accuracy")
     master.stop("done")
     for t in threads:
         t.join(timeout=10)
-    assert out.fitness.tolist() == [float(i) for i in range(24)]
+    assert fitness_vector(out).tolist() == [float(i) for i in range(24)]
     sizes = passes[1] + passes[2]
     assert sum(sizes) == 24 and max(sizes) == 4 and len(sizes) < 12  # several candidates per pass
     assert master.capacity == {1: 8, 2: 8}  # two passes' worth held per worker

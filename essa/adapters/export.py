@@ -1,4 +1,7 @@
-"""Export a search vector (best or mean solution) as a PEFT adapter or a merged full model."""
+"""Export a search vector (best or mean solution) as a PEFT adapter or a merged full model.
+
+The vector is a search vector of the space (its parametrization says how to read it).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from essa.adapters.peft_io import write_adapter
+from essa.adapters.peft_io import peft_tensors, write_adapter
 from essa.adapters.svd_space import SvdSpace
 
 EXPORT_INFO = "essa_export.json"
@@ -25,14 +28,14 @@ def export_adapter(space: SvdSpace, vector: np.ndarray, out_dir: str | Path,
     """Write `vector` as a PEFT LoRA folder that peft's PeftModel.from_pretrained and vLLM load.
 
     The adapter_config.json is the source's, with base_model_name_or_path replaced when given.
-    An `essa_export.json` beside it records the search space and the vector, for provenance.
+    An `essa_export.json` beside it records the search space (with its parametrization) and the
+    search vector, for provenance.
     """
     out_dir = Path(out_dir)
     config = dict(space.adapter.config)
     if base_model_name_or_path is not None:
         config["base_model_name_or_path"] = str(base_model_name_or_path)
-    tensors = {k: v.to(dtype) for k, v in space.materialize(vector).items()}
-    write_adapter(out_dir, tensors, config)
+    write_adapter(out_dir, peft_tensors(space.candidate(vector, dtype=dtype)), config)
     info = {"space": space.record(), "vector": np.asarray(vector, dtype=np.float64).tolist()}
     (out_dir / EXPORT_INFO).write_text(json.dumps(info))
     return out_dir

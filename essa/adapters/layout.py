@@ -23,9 +23,7 @@ class Slice:
 
     start: int
     stop: int
-    module: str  # base-model module path, e.g. "model.layers.3.self_attn.q_proj"
-    layer: int | None
-    kind: str  # "q_proj", ...
+    module: LoraModule
     factor: str  # "A" or "B"
 
 
@@ -51,7 +49,7 @@ def build_layout(modules: tuple[LoraModule, ...], k: int) -> list[Slice]:
     slices, start = [], 0
     for module in modules:
         for factor in FACTORS:
-            slices.append(Slice(start, start + k, module.name, module.layer, module.kind, factor))
+            slices.append(Slice(start, start + k, module, factor))
             start += k
     return slices
 

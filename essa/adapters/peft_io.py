@@ -2,7 +2,9 @@
 
 A PEFT LoRA folder holds `adapter_config.json` and `adapter_model.safetensors`, whose keys look like
 `base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight` (r, in_features) and
-`...q_proj.lora_B.weight` (out_features, r). This module knows that layout and nothing about SVD.
+`...q_proj.lora_B.weight` (out_features, r). This module knows that layout and nothing about SVD:
+keys are parsed here, once, into a :class:`LoraCandidate`, the adapter in memory that every
+engine consumes.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from essa.atomic import atomic_write
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -39,13 +42,24 @@ class LoraModule:
     out_features: int
     in_features: int
 
-    @property
-    def a_key(self) -> str:
-        return f"{KEY_PREFIX}{self.name}{_FACTOR_SUFFIX['A']}"
+    def key(self, factor: str) -> str:
+        """The safetensors key of factor "A" or "B" of this module."""
+        return f"{KEY_PREFIX}{self.name}{_FACTOR_SUFFIX[factor]}"
 
-    @property
-    def b_key(self) -> str:
-        return f"{KEY_PREFIX}{self.name}{_FACTOR_SUFFIX['B']}"
+
+@dataclass
+class LoraCandidate:
+    """One LoRA adapter in memory: what ``SvdSpace.candidate(x)`` makes and every engine consumes.
+
+    ``factors`` maps each adapted module (base-model path, layer, kind) to its A (r, in) and
+    B (out, r), unscaled: the module's delta is ``scale * B @ A``. ``config`` is the
+    adapter_config.json mapping, for writing a PEFT folder. Engines never modify the tensors.
+    """
+
+    factors: dict[LoraModule, tuple[torch.Tensor, torch.Tensor]]
+    scale: float
+    config: dict
+    name: str = "candidate"
 
 
 @dataclass(frozen=True)
@@ -53,16 +67,22 @@ class LoraAdapter:
     """A validated PEFT LoRA adapter loaded from disk."""
 
     path: Path
-    config: dict  # adapter_config.json, as read
-    tensors: dict[str, torch.Tensor]  # safetensors key -> tensor, as stored
-    modules: tuple[LoraModule, ...]  # sorted by (layer, name): the order of the search layout
+    candidate: LoraCandidate  # factors keyed by module, in (layer, name) order: the search layout's
     rank: int
     sha256: str  # of adapter_model.safetensors: identifies the frozen U/V in other processes
 
     @property
+    def config(self) -> dict:
+        return self.candidate.config
+
+    @property
+    def modules(self) -> tuple[LoraModule, ...]:
+        return tuple(self.candidate.factors)
+
+    @property
     def scale(self) -> float:
         """The factor PEFT and vLLM multiply B @ A by (lora_alpha / r, or / sqrt(r) for rsLoRA)."""
-        return lora_scale(self.config)
+        return self.candidate.scale
 
 
 def lora_scale(config: dict) -> float:
@@ -89,12 +109,17 @@ def read_adapter(path: str | Path) -> LoraAdapter:
         has_bin = (path / "adapter_model.bin").exists()
         hint = " (adapter_model.bin is not read: re-save with safetensors)" if has_bin else ""
         raise AdapterError(f"{path}: missing {WEIGHTS_FILE}{hint}")
-    tensors = load_file(str(weights))
-    rank = int(config["r"])
-    modules = _parse_modules(path, tensors, rank)
-    for module in modules:
+    candidate = candidate_from_tensors(load_file(str(weights)), config, str(path))
+    for module in candidate.factors:
         _check_target(path, config.get("target_modules"), module.name)
-    return LoraAdapter(path, config, tensors, modules, rank, file_sha256(weights))
+    return LoraAdapter(path, candidate, int(config["r"]), file_sha256(weights))
+
+
+def candidate_from_tensors(tensors: dict[str, torch.Tensor], config: dict,
+                           name: str = "candidate") -> LoraCandidate:
+    """PEFT-keyed tensors in memory and their adapter_config mapping -> a LoraCandidate."""
+    factors = _parse_factors(Path(name), tensors, int(config["r"]))
+    return LoraCandidate(factors, lora_scale(config), config, name)
 
 
 def _read_config(path: Path) -> dict:
@@ -129,17 +154,17 @@ def _read_config(path: Path) -> dict:
     return config
 
 
-def _parse_modules(path: Path, tensors: dict[str, torch.Tensor],
-                   rank: int) -> tuple[LoraModule, ...]:
-    """Pair lora_A / lora_B keys into modules and check their shapes against the rank."""
-    factors: dict[str, dict[str, torch.Tensor]] = {}
+def _parse_factors(path: Path, tensors: dict[str, torch.Tensor],
+                   rank: int) -> dict[LoraModule, tuple[torch.Tensor, torch.Tensor]]:
+    """Pair lora_A / lora_B keys into {module: (A, B)}, shapes checked, sorted by (layer, name)."""
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         name, factor = _split_key(path, key)
-        factors.setdefault(name, {})[factor] = tensor
-    if not factors:
+        pairs.setdefault(name, {})[factor] = tensor
+    if not pairs:
         raise AdapterError(f"{path / WEIGHTS_FILE}: no LoRA tensors")
-    modules = []
-    for name, pair in factors.items():
+    factors = {}
+    for name, pair in pairs.items():
         if set(pair) != {"A", "B"}:
             raise AdapterError(f"{path}: module {name} has only lora_{''.join(pair)}")
         a, b = pair["A"], pair["B"]  # (r, in), (out, r)
@@ -150,9 +175,11 @@ def _parse_modules(path: Path, tensors: dict[str, torch.Tensor],
         if rank > min(a.shape[1], b.shape[0]):
             raise AdapterError(f"{path}: module {name}: rank {rank} exceeds its dimensions")
         layer = _LAYER_RE.search(f".{name}.")
-        modules.append(LoraModule(name, int(layer.group(1)) if layer else None,
-                                  name.rsplit(".", 1)[-1], b.shape[0], a.shape[1]))
-    return tuple(sorted(modules, key=lambda m: (-1 if m.layer is None else m.layer, m.name)))
+        module = LoraModule(name, int(layer.group(1)) if layer else None, name.rsplit(".", 1)[-1],
+                            b.shape[0], a.shape[1])
+        factors[module] = (a, b)
+    order = sorted(factors, key=lambda m: (-1 if m.layer is None else m.layer, m.name))
+    return {m: factors[m] for m in order}
 
 
 def _split_key(path: Path, key: str) -> tuple[str, str]:
@@ -178,7 +205,12 @@ def _check_target(path: Path, target, name: str) -> None:
 
 def write_config(folder: str | Path, config: dict) -> None:
     """Write adapter_config.json (atomically: readers never see half a file)."""
-    _atomic_write(Path(folder) / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True).encode())
+    atomic_write(Path(folder) / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True))
+
+
+def peft_tensors(candidate: LoraCandidate) -> dict[str, torch.Tensor]:
+    """The candidate's factors under PEFT's safetensors keys (the same tensors, no copies)."""
+    return {module.key(f): t for module, ab in candidate.factors.items() for f, t in zip("AB", ab)}
 
 
 def write_adapter(folder: str | Path, tensors: dict[str, torch.Tensor], config: dict) -> Path:
@@ -187,15 +219,6 @@ def write_adapter(folder: str | Path, tensors: dict[str, torch.Tensor], config: 
     folder.mkdir(parents=True, exist_ok=True)
     # safetensors refuses tensors sharing storage (our materialized views do): copy each one.
     owned = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(owned, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, folder / WEIGHTS_FILE)
+    atomic_write(folder / WEIGHTS_FILE, save(owned, metadata={"format": "pt"}))
     write_config(folder, config)
     return folder
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, target)

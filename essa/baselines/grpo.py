@@ -33,6 +33,18 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from essa.atomic import atomic_write
+from essa.data import build_prompts
+from essa.data import build_prompts, load_task
+from essa.evaluation.evaluate import score_completions
+from essa.models import resolve_model_path
+from essa.rewards import get_reward
+from essa.rundir import MetricsWriter
+from essa.sft import ensure_warm_start
+from essa.sft.data import end_of_turn_id
+from essa.sft.evaluate import hf_greedy_completions
+from essa.sft.train import load_lora_model
+
 log = logging.getLogger("essa")
 
 
@@ -52,7 +64,6 @@ def starting_adapter_folder(config) -> Path | None:
     if init == "fresh":
         return None
     if init == "sft":
-        from essa.sft import ensure_warm_start
         return Path(ensure_warm_start(config))
     folder = Path(init).expanduser()
     if not (folder / "adapter_config.json").is_file():
@@ -65,7 +76,6 @@ def load_policy(config, model_path: Path):
     """(trainable peft model in float32, description of where its adapter came from)."""
     folder = starting_adapter_folder(config)
     if folder is None:
-        from essa.sft.train import load_lora_model  # the warm start's own fresh, seeded LoRA
         return load_lora_model(model_path, config.adapter, config.seed), "fresh"
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -93,7 +103,6 @@ class GreedyScorer:
     """Greedy accuracy of a (peft) model on the first items of a split, as essa-train scores it."""
 
     def __init__(self, config, task, tokenizer, reward):
-        from essa.sft.data import end_of_turn_id
 
         self.config, self.task, self.tokenizer, self.reward = config, task, tokenizer, reward
         self.stop_id = end_of_turn_id(tokenizer, config.model.chat_template)
@@ -102,9 +111,6 @@ class GreedyScorer:
 
     def accuracy(self, model, split: str, limit: int) -> tuple[float, int]:
         """(accuracy, items) on ``split[:limit]``; the model's train/eval mode is restored."""
-        from essa.data import build_prompts
-        from essa.evaluation.evaluate import score_completions
-        from essa.sft.evaluate import hf_greedy_completions
 
         examples = self.task.split(split)[:limit]
         prompts = build_prompts(self.tokenizer, examples, self.task.instruction,
@@ -239,10 +245,6 @@ def run_grpo(config, run_dir: str | Path, progress: bool = False) -> dict:
     from transformers import AutoTokenizer
     from trl import GRPOTrainer
 
-    from essa.data import build_prompts, load_task
-    from essa.models import resolve_model_path
-    from essa.rewards import get_reward
-    from essa.rundir import MetricsWriter, atomic_write_text
 
     run_dir = Path(run_dir)
     cfg, g = config, config.grpo
@@ -300,7 +302,7 @@ def run_grpo(config, run_dir: str | Path, progress: bool = False) -> dict:
                "wall_time": round(wall, 3), "stopped_by": recorder.stop_reason,
                "start_adapter": start, "last_train_reward": recorder.last_reward,
                "adapters": {"final": str(final_dir)}, "test": test}
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=1))
     log.info("summary: %d steps (stopped by %s), %d tokens, %.1f s of training; test accuracy %s; "
              "adapter in %s", summary["steps"], recorder.stop_reason, tokens.total, wall,
              ", ".join(f"{k} {v:.3f}" for k, v in test.get("accuracy", {}).items()) or "skipped",

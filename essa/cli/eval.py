@@ -64,17 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     # Load every dataset before the engine starts: a wrong name or path fails in a second.
     from essa.data import build_prompts
     from essa.rewards import get_reward
-    from essa.rundir import atomic_write_text
+    from essa.atomic import atomic_write
     tasks = {}
     for name in names:
         task, examples, split = load_examples(config.task, name, args.split)
         tasks[name] = (task, examples[: args.limit], split)
     files = completions_files(names)
     adapter = None
-    if args.adapter:
-        from essa.adapters.peft_io import read_adapter
+    if args.adapter:  # read once and validated before the engine starts; applied from memory
+        from essa.adapters.peft_io import read_adapter  # imports torch
         args.adapter = str(adapter_folder(Path(args.adapter)))
-        adapter = read_adapter(args.adapter)  # validates the folder before the engine starts
+        adapter = read_adapter(args.adapter)
+        config.adapter.rank = adapter.rank
 
     from essa.engines import make_engine, sampling_from_config
     from essa.evaluation.evaluate import evaluate
@@ -84,11 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     log = setup_logging(output)
     log.info("loading %s with the %s engine ...", config.model.path, config.engine.backend)
-    candidate = None
-    if adapter is not None:  # read once, applied from memory for every dataset
-        from essa.engines.base import LoraCandidate
-        candidate = LoraCandidate(adapter.tensors, adapter.config, name=args.adapter)
-        config.adapter.rank = adapter.rank
     planned = sum(len(ex) for _, ex, _ in tasks.values()) * args.samples * config.engine.max_tokens
     engine = make_engine(config.model, config.engine, config.adapter, planned_tokens=planned)
     log.info("engine: %s", engine.describe())
@@ -103,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = build_prompts(engine.tokenizer, examples, task.instruction, config.model.chat_template)
         log.info("%s: %d items (%s) ...", name, len(examples), split)
         result = evaluate(engine, prompts, examples, get_reward(task.reward), sampling,
-                          candidate=candidate)
+                          candidate=adapter.candidate if adapter else None)
         if args.samples > 1:
             stats = summarize_scores(sample_scores=result.scores, k=args.samples).as_dict()
         else:
@@ -123,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(str(path))
         # Rewritten after every dataset, so a later crash keeps the datasets already scored.
         try:
-            atomic_write_text(output / "summary.json", json.dumps(summary, indent=2))
+            atomic_write(output / "summary.json", json.dumps(summary, indent=2))
         except OSError as e:
             log.error("could not write %s (%s)", output / "summary.json", e)
             failed.append(str(output / "summary.json"))

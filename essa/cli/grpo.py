@@ -18,6 +18,8 @@ import argparse
 import sys
 
 from essa.cli.common import add_config_args, config_from_args
+from essa.config.loader import to_yaml
+from essa.rundir import create_run_dir, setup_logging
 
 RUN_FILES = ("metrics.jsonl", "summary.json", "run.log")
 
@@ -38,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     from pathlib import Path
 
-    from essa.config.loader import to_yaml
 
     if args.print_config:
         print(to_yaml(config), end="")
@@ -53,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
         (run_dir / name).unlink()
 
     from essa.baselines.grpo import run_grpo
-    from essa.rundir import create_run_dir, setup_logging
 
     run_dir = create_run_dir(config)
     setup_logging(run_dir)

@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 
 from essa.cli.common import add_config_args, config_from_args
+from essa.atomic import atomic_write
+from essa.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
 
-    from essa.config import ConfigError
-    from essa.rundir import atomic_write_text
     from essa.sft import ensure_warm_start, read_summary, train_sft, warm_start_dir
     from essa.sft.cache import is_complete
     from essa.sft.publish import SUMMARY_FILE
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(greedy, before and after) ...", flush=True)
         summary["eval"] = evaluate_before_after(config, folder, config.sft.eval_examples,
                                                 backend=args.eval_backend)
-        atomic_write_text(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
+        atomic_write(folder / SUMMARY_FILE, json.dumps(summary, indent=2))
     print(format_summary(folder, summary))
     return 0
 

@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 from essa.cli.common import add_config_args, config_from_args
+from essa.config import to_yaml
+from essa.runtime.state import check_new_run
+from essa.runtime.transport import world
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,14 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         args.config = str(resume / "config.yaml")
     config = config_from_args(args)
     if args.print_config:
-        from essa.config import to_yaml
         sys.stdout.write(to_yaml(config))
         return 0
-    from essa.runtime.launch import world
     _, size, rank = world()
     if args.dry_run:
         if rank == 0:
-            from essa.runtime.plan import describe_plan
+            from essa.runtime.plan import describe_plan  # imports torch (essa.adapters)
             try:
                 print(describe_plan(config, size))
             except FileNotFoundError as exc:
@@ -59,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     from essa.runtime.launch import main as launch
     try:
         if resume is None:  # on every rank, so that all of them stop with the message
-            from essa.runtime.state import check_new_run
             check_new_run(Path(config.output_dir) / config.name)
         return launch(config, resume)
     except (FileNotFoundError, FileExistsError) as exc:  # a missing model/adapter/checkpoint,

@@ -20,7 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from essa.cluster.sweep import SweepError, load_sweep
+from essa.cli.train import main as train
+from essa.cluster.job import plan_cell
+from essa.cluster.slurm import array_spec, format_command, index_from_env, sweep_sbatch_command
+from essa.cluster.summary import sweep_rows, to_csv, to_markdown
+from essa.cluster.sweep import SweepError, load_cell_config, load_sweep
 from essa.config import ConfigError
 
 
@@ -81,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plan(args) -> int:
-    from essa.cluster.slurm import array_spec
-    from essa.cluster.sweep import load_cell_config
     sweep = load_sweep(args.sweep)
     print(f"sweep {sweep.name}: {sweep.size} cells over {', '.join(sweep.grid)}; base {sweep.base}")
     print(f"array: --array={array_spec(sweep.size)}")
@@ -98,8 +100,6 @@ def _plan(args) -> int:
 
 
 def _cell(args) -> int:
-    from essa.cluster.job import plan_cell
-    from essa.cluster.slurm import format_command, index_from_env
     index = args.index if args.index is not None else index_from_env()
     plan = plan_cell(args.sweep, index)
     if args.job:
@@ -113,13 +113,10 @@ def _cell(args) -> int:
         print(f"essa sweep: cell {index} is done ({plan.run_dir}/summary.json); nothing to run")
         return 0
     print(f"essa sweep: cell {index}: {format_command(command)}", flush=True)
-    from essa.cli.train import main as train
     return train(plan.train_args())
 
 
 def _sbatch(args) -> int:
-    from essa.cluster.slurm import format_command, sweep_sbatch_command
-    from essa.cluster.sweep import load_cell_config
     sweep = load_sweep(args.sweep)
     command = sweep_sbatch_command(sweep, args.max_parallel, args.extra)
     if args.dry_run:
@@ -136,7 +133,6 @@ def _sbatch(args) -> int:
 
 
 def _summary(args) -> int:
-    from essa.cluster.summary import sweep_rows, to_csv, to_markdown
     sweep = load_sweep(args.sweep)
     rows = sweep_rows(sweep, Path(args.runs_root) if args.runs_root else None)
     if args.csv:

@@ -25,6 +25,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from essa.cluster.slurm import index_from_env
+from essa.cluster.sweep import SweepError, display_path, load_sweep
+from essa.config import ConfigError, load_config
 from essa.runtime.state import CHECKPOINT_DIR, STATE_FILE
 
 SUMMARY_FILE = "summary.json"
@@ -65,7 +68,6 @@ class JobPlan:
 
 def plan_job(config_path: str | Path, overrides: list[str]) -> JobPlan:
     """The plan of ``essa-train --config config_path --set overrides...`` (config is validated)."""
-    from essa.config import load_config
     config = load_config(config_path, overrides)
     run_dir = Path(config.output_dir) / config.name
     state = run_dir / CHECKPOINT_DIR / STATE_FILE
@@ -80,18 +82,9 @@ def plan_job(config_path: str | Path, overrides: list[str]) -> JobPlan:
 
 def plan_cell(sweep_path: str | Path, index: int | None) -> JobPlan:
     """The plan of one cell of a sweep file."""
-    from essa.cluster.sweep import load_sweep
     sweep = load_sweep(sweep_path)
     cell = sweep.cell(index)
     return plan_job(display_path(sweep.base), cell.overrides)
-
-
-def display_path(path: Path) -> str:
-    """``path`` relative to the working directory when it is below it (shorter commands)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _warm_start_needed(config) -> bool:
@@ -99,7 +92,7 @@ def _warm_start_needed(config) -> bool:
     if config.adapter.init != "sft":
         return False
     try:
-        from essa.sft.cache import is_complete, warm_start_dir
+        from essa.sft.cache import is_complete, warm_start_dir  # essa.sft's __init__ imports torch
         return not is_complete(warm_start_dir(config))
     except (FileNotFoundError, OSError):  # model folder missing: essa-sft will say so
         return True
@@ -114,9 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", help="sweep file (one cell of an array job)")
     parser.add_argument("--index", type=int, help="cell index (default $SLURM_ARRAY_TASK_ID)")
     args = parser.parse_args(argv)
-    from essa.cluster.slurm import index_from_env
-    from essa.cluster.sweep import SweepError
-    from essa.config import ConfigError
     try:
         if args.sweep:
             plan = plan_cell(args.sweep, args.index if args.index is not None else index_from_env())

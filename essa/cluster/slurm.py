@@ -7,7 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
-from essa.cluster.sweep import Sweep, SweepError
+from essa.cluster.sweep import Sweep, SweepError, display_path
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "launch" / "slurm"
 SWEEP_SCRIPT = SCRIPTS_DIR / "essa-sweep.sbatch"
@@ -57,7 +57,6 @@ def sweep_sbatch_command(sweep: Sweep, max_parallel: int = 0, extra: list[str] |
 
     Options given later win in sbatch, so ``extra`` (the command line) overrides the file.
     """
-    from essa.cluster.job import display_path
     return ["sbatch", f"--array={array_spec(sweep.size, max_parallel)}", f"--job-name={sweep.name}",
             *sbatch_options(sweep.slurm), *(extra or []), display_path(script),
             display_path(sweep.path)]

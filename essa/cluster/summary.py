@@ -12,7 +12,8 @@ import io
 import json
 from pathlib import Path
 
-from essa.cluster.sweep import Cell, Sweep
+from essa.cluster.sweep import Cell, Sweep, load_cell_config
+from essa.rundir import read_metrics
 
 STATUS_DONE, STATUS_PARTIAL, STATUS_STARTED, STATUS_MISSING = "done", "partial", "started", "missing"
 METRIC_COLUMNS = ("status", "val_start", "val_last", "val_best", "test_mean", "generations",
@@ -33,14 +34,12 @@ def cell_run_dir(sweep: Sweep, cell: Cell, runs_root: Path | None = None) -> Pat
     unless ``runs_root`` is given)."""
     if runs_root is not None:
         return Path(runs_root) / cell.run_name
-    from essa.cluster.sweep import load_cell_config
     return Path(load_cell_config(sweep, cell).output_dir) / cell.run_name
 
 
 def run_metrics(run_dir: Path) -> dict:
     """status, validation accuracy at the start / last / best, test accuracy of the mean,
     generations and search wall time of one run directory."""
-    from essa.rundir import read_metrics
     row = dict.fromkeys(METRIC_COLUMNS)
     if not run_dir.is_dir():
         row["status"] = STATUS_MISSING

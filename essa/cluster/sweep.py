@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from essa.config import load_config
+
 ALLOWED_KEYS = ("base", "name", "output_dir", "grid", "set", "labels", "slurm")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
@@ -172,8 +174,15 @@ def load_sweep(path: str | Path) -> Sweep:
 
 def load_cell_config(sweep: Sweep, cell: Cell):
     """The validated RunConfig of one cell (raises essa.config.ConfigError naming the field)."""
-    from essa.config import load_config
     return load_config(sweep.base, cell.overrides)
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (shorter commands)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _mapping(value, path: Path, key: str) -> dict:

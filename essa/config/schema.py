@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from population.factory import STRATEGY_NAMES
+
 
 def _f(default, help: str, **kw):
     """A dataclass field with its help text (shown by ``--print-config --help-fields`` and docs)."""
@@ -221,8 +223,8 @@ class SearchConfig:
     """The evolution strategy over the adapter's singular values (essa-train)."""
 
     strategy: str = _f("auto", "population strategy: cmaes (pycma, full covariance: the paper's), "
-                       "sep-cmaes, cmaes-numpy (own full CMA-ES for large d: its algebra in background "
-                       "threads, Cholesky instead of eigh), sep-cmaes-numpy, openai-es, or auto "
+                       "sep-cmaes, cmaes-numpy (own full CMA-ES for large d: lazy Cholesky instead of "
+                       "eigh, batched covariance updates), sep-cmaes-numpy, openai-es, or auto "
                        "(cmaes up to d = 2048, cmaes-numpy up to 8192, sep-cmaes-numpy above).")
     parametrization: Literal["relative", "absolute"] = _f(
         "relative", "relative: the vector z gives s = s0 * (1 + z), started at z = 0 (steps are "
@@ -232,7 +234,6 @@ class SearchConfig:
     generations: int = _f(10, "Generations to run (a resumed run continues up to this number).")
 
     def validate(self) -> None:
-        from population.factory import STRATEGY_NAMES  # light: numpy + cma only
         _check(self.strategy in STRATEGY_NAMES,
                f"search.strategy: {self.strategy!r} not allowed; choose from {list(STRATEGY_NAMES)}")
         _check(self.sigma0 > 0, f"search.sigma0: must be > 0, got {self.sigma0}")

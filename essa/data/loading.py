@@ -18,6 +18,7 @@ import numpy as np
 
 from essa.data import arithmetic
 from essa.data.example import Example
+from essa.rewards.boxed import last_boxed
 
 GSM8K_INSTRUCTION = ("Solve the problem step by step. End your answer with a line of the form "
                      "'#### <number>'.")
@@ -67,7 +68,6 @@ def _listish(text) -> list[str]:
 
 
 def _minerva_gold(row: dict) -> str:
-    from essa.rewards.boxed import last_boxed  # the reward's own brace matcher: one code path
     return last_boxed(row["solution"]) or ""
 
 

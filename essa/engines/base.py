@@ -1,9 +1,8 @@
-"""The one small interface every inference engine implements.
+"""The one small interface every inference engine implements; the runtime never knows which.
 
-The runtime calls ``generate(prompts, candidates)``: every prompt answered under every candidate.
-A candidate is ``None`` (the base model), a PEFT adapter folder (``str`` or ``Path``), or a
-:class:`LoraCandidate` (LoRA tensors in memory).
-The runtime never knows which backend it drives.
+``generate(prompts, candidates)`` answers every prompt under every candidate: ``None`` (the base
+model), a PEFT adapter folder (``str`` or ``Path``), or an :class:`essa.adapters.peft_io.LoraCandidate`
+(per-module LoRA factors in memory, as ``SvdSpace.candidate(x)`` makes them).
 """
 
 from __future__ import annotations
@@ -30,20 +29,6 @@ class SamplingSettings:
     n: int = 1
     seed: int = 0
     stop: list[str] = field(default_factory=list)
-
-
-@dataclass
-class LoraCandidate:
-    """A LoRA adapter held in memory, as ``SvdSpace.materialize`` returns it.
-
-    ``tensors`` maps PEFT keys (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``)
-    to A (r, in) and B (out, r), unscaled; ``config`` is the adapter_config.json mapping
-    (``r``, ``lora_alpha``, ``target_modules``). Engines never modify these tensors in place.
-    """
-
-    tensors: dict[str, Any]
-    config: dict
-    name: str = "candidate"
 
 
 @dataclass

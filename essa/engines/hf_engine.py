@@ -2,29 +2,25 @@
 
 The base model is loaded once (``model.dtype``; ``model.quantization`` none, int8 or int4 through
 ``BitsAndBytesConfig``). Candidates never touch its weights: :class:`essa.engines.hf_lora.BatchedLora`
-adds each candidate's LoRA delta to its own rows of a batch, so several candidates share one
-``generate`` pass and one forward pass of ``score_continuations``, over quantized layers too.
-
-    engine = TransformersEngine(model_path, ModelConfig(quantization="int4"), EngineConfig())
-    outs = engine.generate(prompts, [None, "runs/sft/adapter", LoraCandidate(tensors, config)])
-    outs[candidate][prompt][sample].text
-
+adds each candidate's LoRA delta to its own rows of a batch, over quantized layers too.
 Batches are left-padded; rows are laid out candidate-major, then prompt, then sample, and cut into
-chunks of at most ``max_batch_rows`` rows.
+chunks of at most ``max_batch_rows`` rows (docs/engines_transformers.md).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from essa.engines.base import Completion, ContinuationScore, LoraCandidate, SamplingSettings
+from essa.engines.base import Completion, ContinuationScore, SamplingSettings
 from essa.engines.hf_lora import BatchedLora, row_segments
 from essa.engines.lora_weights import as_lora_candidate
+from essa.models.dtype import probe_device, resolve_dtype
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -56,13 +52,8 @@ class TransformersEngine:
 
     def __init__(self, model_path: str | Path, model_cfg, engine_cfg, *, max_batch_rows: int = 64,
                  threads: int = 0, device: str | None = None):
-        """Load tokenizer and model.
-
-        ``max_batch_rows``: most sequences in one forward batch; ``threads``: torch CPU threads
-        (0 leaves torch's setting; 1 is fastest on small, shared CPUs); ``device``: default cuda
-        when available, else cpu.
-        """
-        from essa.models.dtype import probe_device, resolve_dtype
+        """Load tokenizer and model; ``threads`` > 0 sets torch's CPU threads (1 is fastest on
+        small, shared CPUs); ``device`` defaults to cuda when available."""
         self.dtype_choice = resolve_dtype(model_cfg.dtype, probe_device(device or "auto"))
         dtype = _DTYPES[self.dtype_choice.dtype]
         quant = quantization_config(model_cfg.quantization, dtype)  # fp8 fails before any loading
@@ -70,7 +61,6 @@ class TransformersEngine:
             torch.set_num_threads(threads)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.model_path = Path(model_path)
         self.quantization = model_cfg.quantization
         self.max_model_len = engine_cfg.max_model_len
         self.max_batch_rows = max_batch_rows
@@ -98,12 +88,18 @@ class TransformersEngine:
             ids.append(self.tokenizer.eos_token_id)
         return sorted(set(ids))
 
-    # ---- candidates and batches --------------------------------------------------------------
-
-    def _lora(self, candidates: Sequence[Any]) -> BatchedLora:
-        """Candidates -> hooks; folders are read here (each call re-reads: folders may change)."""
-        loaded = [None if c is None else as_lora_candidate(c) for c in candidates]
-        return BatchedLora(self.model, loaded)
+    def _per_candidate(self, candidates: Sequence[Any], items: int, run) -> list[list]:
+        """``run(chunk_no, item indices)`` over rows laid out candidate-major (``items`` rows per
+        candidate), in chunks of ``max_batch_rows``, each row under its candidate's LoRA;
+        the results indexed [candidate][item]. Folders are re-read on every call: they may change."""
+        lora = BatchedLora(self.model, [None if c is None else as_lora_candidate(c) for c in candidates])
+        rows = [(k, i) for k in range(len(candidates)) for i in range(items)]
+        results: list = []
+        for chunk_no, start in enumerate(range(0, len(rows), self.max_batch_rows)):
+            chunk = rows[start:start + self.max_batch_rows]
+            with torch.inference_mode(), lora.active(row_segments([k for k, _ in chunk])):
+                results += run(chunk_no, [i for _, i in chunk])
+        return [results[k * items:(k + 1) * items] for k in range(len(candidates))]
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:
         ids = self.tokenizer(list(texts))["input_ids"]
@@ -116,8 +112,7 @@ class TransformersEngine:
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """input_ids and attention_mask (N, L), pad on the left so every row ends at column L - 1."""
         width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
             if r:
@@ -125,40 +120,22 @@ class TransformersEngine:
                 mask[i, width - len(r):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _chunks(self, total: int):
-        for start in range(0, total, self.max_batch_rows):
-            yield start, min(start + self.max_batch_rows, total)
-
-    # ---- generation --------------------------------------------------------------------------
-
     def generate(self, prompts: Sequence[str], candidates: Sequence[Any] = (None,),
                  sampling: SamplingSettings | None = None) -> list[list[list[Completion]]]:
         """Completions [candidate][prompt][sample]; greedy unless ``sampling.temperature > 0``."""
         sampling = sampling or SamplingSettings()
-        candidates, prompts = list(candidates), list(prompts)
-        lora = self._lora(candidates)
-        prompt_ids = self._encode(prompts)
-        # One row per (candidate, prompt, sample), candidate-major.
-        rows = [(k, p) for k in range(len(candidates)) for p in range(len(prompts))
-                for _ in range(sampling.n)]
-        config = self._generation_config(sampling)
-        results: list[Completion] = []
-        for chunk_no, (start, stop) in enumerate(self._chunks(len(rows))):
-            chunk = rows[start:stop]
-            ids, mask = self._left_pad([prompt_ids[p] for _, p in chunk])
-            with torch.inference_mode(), lora.active(row_segments([k for k, _ in chunk])), \
-                    torch.random.fork_rng(devices=self._rng_devices()):
+        n, prompt_ids, config = sampling.n, self._encode(prompts), self._generation_config(sampling)
+
+        def run(chunk_no: int, rows: list[int]) -> list[Completion]:  # row = prompt * n + sample
+            ids, mask = self._left_pad([prompt_ids[r // n] for r in rows])
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(sampling.seed + chunk_no)  # sampled rows: reproducible per chunk
                 out = self.model.generate(input_ids=ids, attention_mask=mask,
                                           generation_config=config, tokenizer=self.tokenizer)
-            new = out[:, ids.shape[1]:].tolist()  # (N, new tokens)
-            results.extend(self._completion(r, sampling.stop) for r in new)
-        per = len(prompts) * sampling.n
-        return [[results[k * per + p * sampling.n: k * per + (p + 1) * sampling.n]
-                 for p in range(len(prompts))] for k in range(len(candidates))]
+            return [self._completion(r, sampling.stop) for r in out[:, ids.shape[1]:].tolist()]
 
-    def _rng_devices(self) -> list:
-        return [self.device] if self.device.type == "cuda" else []
+        flat = self._per_candidate(candidates, len(prompts) * n, run)
+        return [[per[p * n:(p + 1) * n] for p in range(len(prompts))] for per in flat]
 
     def _generation_config(self, sampling: SamplingSettings):
         """A clean GenerationConfig: vLLM's meaning of the settings (no top-k, no penalties)."""
@@ -185,53 +162,36 @@ class TransformersEngine:
                     is not None)
         return Completion(text[:cut], used)
 
-    # ---- log-likelihood of given continuations ----------------------------------------------
-
     def score_continuations(self, prompts: Sequence[str], continuations: Sequence[str],
                             candidates: Sequence[Any] = (None,)) -> list[list[ContinuationScore]]:
         """Sum of log p(continuation token | everything before), indexed [candidate][item].
 
-        The boundary is read from the tokens: the continuation's tokens are those of
-        ``prompt + continuation`` after its longest common prefix with the tokens of ``prompt``
-        (a token merging across the boundary counts as continuation).
+        The continuation's tokens are those of ``prompt + continuation`` after its longest common
+        prefix with the tokens of ``prompt`` (a token merging across the boundary counts as
+        continuation); the first token, with no context, is never scored.
         """
         if len(prompts) != len(continuations):
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
-        candidates = list(candidates)
-        lora = self._lora(candidates)
-        items = [_split_tokens(p, f) for p, f in
-                 zip(self._encode(prompts), self._encode([p + c for p, c in zip(prompts, continuations)]))]
-        rows = [(k, i) for k in range(len(candidates)) for i in range(len(items))]
-        scores: list[ContinuationScore] = []
-        for start, stop in self._chunks(len(rows)):
-            chunk = rows[start:stop]
-            with torch.inference_mode(), lora.active(row_segments([k for k, _ in chunk])):
-                scores.extend(self._score_batch([items[i] for _, i in chunk]))
-        n = len(items)
-        return [scores[k * n:(k + 1) * n] for k in range(len(candidates))]
+        fulls = self._encode([p + c for p, c in zip(prompts, continuations)])
+        starts = [max(1, len(os.path.commonprefix([head, full])))  # list-wise common prefix
+                  for head, full in zip(self._encode(prompts), fulls)]
+        return self._per_candidate(candidates, len(fulls), lambda _, rows: self._score_batch(
+            [fulls[i] for i in rows], [starts[i] for i in rows]))
 
-    def _score_batch(self, items: list[tuple[list[int], int]]) -> list[ContinuationScore]:
+    def _score_batch(self, fulls: list[list[int]], starts: list[int]) -> list[ContinuationScore]:
         """One forward pass over left-padded rows; only the last positions' logits are computed."""
-        ids, mask = self._left_pad([full for full, _ in items])
+        ids, mask = self._left_pad(fulls)
         # Left padding shifts the tokens: positions must count real tokens only, as in generate().
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        longest = max(len(full) - boundary for full, boundary in items)
-        keep = longest + 1  # logits at column t predict the token at column t + 1
+        counts = [len(full) - start for full, start in zip(fulls, starts)]
+        keep = max(counts) + 1  # logits at column t predict the token at column t + 1
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                             use_cache=False, logits_to_keep=keep).logits  # (N, keep, vocab)
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        scores = []
-        for row, (full, boundary) in enumerate(items):
-            count = len(full) - boundary
-            if count == 0:
-                scores.append(ContinuationScore(0.0, 0))
-                continue
-            # The row's continuation fills its last `count` columns, predicted one column earlier.
-            targets = ids[row, ids.shape[1] - count:]  # (count,)
-            preds = logprobs[row, keep - 1 - count:keep - 1]  # (count, vocab)
-            total = preds.gather(-1, targets[:, None]).sum().item()
-            scores.append(ContinuationScore(float(total), count))
-        return scores
+        # A row's continuation fills its last `count` columns, predicted one column earlier.
+        return [ContinuationScore(float(logprobs[row, keep - 1 - count:keep - 1].gather(
+                    -1, ids[row, ids.shape[1] - count:, None]).sum().item()), count)
+                for row, count in enumerate(counts)]
 
     def describe(self) -> str:
         """One line for logs and the run directory: backend, dtype, quantization, device."""
@@ -245,17 +205,6 @@ class TransformersEngine:
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def _split_tokens(prompt_ids: list[int], full_ids: list[int]) -> tuple[list[int], int]:
-    """(tokens of prompt + continuation, index of the first continuation token)."""
-    boundary = 0
-    for a, b in zip(prompt_ids, full_ids):
-        if a != b:
-            break
-        boundary += 1
-    # The first token has no context to be predicted from: it is never scored.
-    return full_ids, max(boundary, 1)
 
 
 def _first_stop(text: str, stop: list[str]) -> int | None:

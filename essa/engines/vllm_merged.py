@@ -1,28 +1,22 @@
-"""Merged mode for vLLM: add a candidate's delta into the base weights, generate, restore.
+"""Merged mode's weights for vLLM: add a candidate's delta into the base weights, then restore.
 
 vLLM fuses q/k/v into ``qkv_proj`` and gate/up into ``gate_up_proj``: a q, k or v delta is a row
 block of the fused weight. Restoring copies back the saved original tensors (never subtracting:
 bf16 rounding would drift). On the CPU build, unquantized linear weights are packed at load time
 and ``.weight`` is emptied, so the originals are read from the checkpoint and every change is
-followed by vLLM's own re-dispatch of the packed kernel.
+re-packed (all of it through :mod:`essa.engines.vllm_internals`).
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
-_FUSED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
-          "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
-          "o_proj": ("o_proj", None), "down_proj": ("down_proj", None)}
-
-
-def fused_target(kind: str) -> tuple[str, int | None]:
-    """Module kind -> (vLLM module name, block index in the fused weight or None)."""
-    if kind not in _FUSED:
-        raise ValueError(f"merged mode cannot place a LoRA on {kind!r}; supported: {sorted(_FUSED)}")
-    return _FUSED[kind]
+from essa.adapters.compat import expected_shapes
+from essa.engines import vllm_internals as internals
 
 
 class MergedWeights:
@@ -30,63 +24,34 @@ class MergedWeights:
 
     def __init__(self, model: torch.nn.Module, checkpoint_dir: Path, kinds: list[str], on_cpu: bool):
         self.model, self.on_cpu = model, on_cpu
-        self.layers = model.model.layers
-        self.fused_names = sorted({fused_target(k)[0] for k in kinds})
-        self.originals = self._load_originals(Path(checkpoint_dir))
-        # Row offsets of the blocks inside each fused weight, from the original shapes.
-        self.blocks = self._block_rows(Path(checkpoint_dir))
+        self.fused_names = sorted({internals.fused_target(k)[0] for k in kinds})
+        checkpoint_dir = Path(checkpoint_dir)
+        shapes = expected_shapes(checkpoint_dir)
+        # Row ranges of the checkpoint modules inside each fused weight, in block order.
+        self.blocks = {}
+        for name in self.fused_names:
+            ends = list(itertools.accumulate(shapes[k][0] for k in internals.fused_parts(name)))
+            self.blocks[name] = list(zip([0] + ends[:-1], ends))
+        self.originals = self._load_originals(checkpoint_dir)
         self._touched: list[tuple[int, str]] = []  # modules holding a candidate now
-
-    def _module(self, layer: int, name: str) -> torch.nn.Module:
-        parent = self.layers[layer].self_attn if name in ("qkv_proj", "o_proj") else self.layers[layer].mlp
-        module = getattr(parent, name)
-        return getattr(module, "base_layer", module)  # with LoRA enabled, vLLM wraps the layer
 
     def _load_originals(self, folder: Path) -> dict[tuple[int, str], torch.Tensor]:
         """Original fused weights (out, in) in the engine's dtype, rebuilt from the checkpoint."""
-        from safetensors import safe_open
-        files = sorted(folder.glob("*.safetensors"))
+        def key(layer: int, name: str, kind: str) -> str:
+            group = "self_attn" if name in ("qkv_proj", "o_proj") else "mlp"
+            return f"model.layers.{layer}.{group}.{kind}.weight"
+        targets = [(i, name) for i in range(internals.num_layers(self.model)) for name in self.fused_names]
+        wanted = {key(i, name, kind) for i, name in targets for kind in internals.fused_parts(name)}
         tensors: dict[str, torch.Tensor] = {}
-        wanted = {kind for kind, (name, _) in _FUSED.items() if name in self.fused_names}
-        for f in files:
+        for f in sorted(folder.glob("*.safetensors")):
             with safe_open(str(f), "pt") as st:
-                for key in st.keys():
-                    parts = key.split(".")
-                    if len(parts) >= 5 and parts[-2] in wanted and parts[-1] == "weight":
-                        tensors[key] = st.get_tensor(key)
+                tensors.update({k: st.get_tensor(k) for k in st.keys() if k in wanted})
         dtype = next(self.model.parameters()).dtype
-        # The checkpoint modules making up each fused vLLM module, in row-block order.
-        parts = {name: [k for k, (n, _) in sorted(_FUSED.items(), key=lambda kv: kv[1][1] or 0)
-                        if n == name] for name in self.fused_names}
-        originals = {}
-        for i in range(len(self.layers)):
-            for name in self.fused_names:
-                group = "self_attn" if name in ("qkv_proj", "o_proj") else "mlp"
-                rows = [tensors[f"model.layers.{i}.{group}.{k}.weight"] for k in parts[name]]
-                originals[(i, name)] = torch.cat(rows, 0).to(dtype).contiguous()
-        return originals
-
-    def _block_rows(self, folder: Path) -> dict[str, list[tuple[int, int]]]:
-        out = {}
-        import json
-        cfg = json.loads((folder / "config.json").read_text())
-        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-        q = cfg["num_attention_heads"] * head_dim
-        kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * head_dim
-        inter = cfg.get("intermediate_size", 0)
-        out["qkv_proj"] = [(0, q), (q, q + kv), (q + kv, q + 2 * kv)]
-        out["gate_up_proj"] = [(0, inter), (inter, 2 * inter)]
-        return out
+        return {(i, name): torch.cat([tensors[key(i, name, kind)] for kind in internals.fused_parts(name)])
+                .to(dtype).contiguous() for i, name in targets}
 
     def _set(self, layer: int, name: str, weight: torch.Tensor) -> None:
-        module = self._module(layer, name)
-        module._essa_weight = weight  # what vLLM was last given (CPU packing hides .weight)
-        if self.on_cpu:
-            from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
-            module.weight = torch.nn.Parameter(weight, requires_grad=False)
-            dispatch_cpu_unquantized_gemm(module, remove_weight=True)
-        else:
-            module.weight.data.copy_(weight)
+        internals.set_linear_weight(internals.linear_module(self.model, layer, name), weight, self.on_cpu)
 
     def apply(self, deltas: dict[tuple[int, str], torch.Tensor]) -> None:
         """Base + delta for every module the candidate touches (one candidate at a time).
@@ -97,7 +62,7 @@ class MergedWeights:
         """
         by_target: dict[tuple[int, str], list[tuple[int | None, torch.Tensor]]] = {}
         for (layer, kind), delta in deltas.items():
-            name, block = fused_target(kind)
+            name, block = internals.fused_target(kind)
             if name not in self.fused_names:
                 raise ValueError(f"merged mode was set up for {self.fused_names}, not {kind}")
             by_target.setdefault((layer, name), []).append((block, delta))
@@ -123,9 +88,6 @@ class MergedWeights:
             self._set(layer, name, self.originals[(layer, name)].clone())
         self._touched = []
 
-    def current_weight(self, layer: int, name: str) -> torch.Tensor:
+    def current_weight(self, layer: int, name: str) -> torch.Tensor | None:
         """The weight a module holds now (for tests: bit-identical restore)."""
-        module = self._module(layer, name)
-        if self.on_cpu:
-            return getattr(module, "_essa_weight", None)
-        return module.weight.detach().clone()
+        return internals.linear_weight(internals.linear_module(self.model, layer, name), self.on_cpu)

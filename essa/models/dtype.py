@@ -2,8 +2,8 @@
 
 bf16 is fast only where the hardware computes it: CUDA GPUs with bf16, and CPUs with AVX512_BF16
 or AMX. On other CPUs (AVX2-only x86: most laptops and many cloud VMs) PyTorch and oneDNN emulate
-it, and a bf16 matmul ran 40x slower than float32 (0.4 against 17.1 GFLOP/s; vLLM generation 18
-against 62 tok/s). ``auto`` therefore picks bf16 where it is native and float32 elsewhere; an
+it, several times slower than float32 (benchmarks/RESULTS.md, "Cold start, dtype and
+torch.compile"). ``auto`` therefore picks bf16 where it is native and float32 elsewhere; an
 explicit dtype is honoured, with a warning when it will be slow here. Both inference engines
 (and so essa-train, essa-eval and the dry-run plan) ask :func:`resolve_dtype`; SFT and the GRPO
 baseline train in float32 on the CPU.

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from essa.rundir import read_metrics
+
 NOT_REACHED = "not reached"
 TEST_FINAL_KEYS = ("final", "mean")  # essa-grpo's final adapter; essa-train's mean vector
 
@@ -87,7 +89,6 @@ class Curve:
 
 def load_curve(run_dir: str | Path) -> Curve:
     """The validation curve of a run directory; a folder that is not a run is a CompareError."""
-    from essa.rundir import read_metrics
 
     path = Path(run_dir)
     metrics_path = path / "metrics.jsonl"

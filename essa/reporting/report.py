@@ -13,6 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from essa.atomic import atomic_write
+from essa.rundir import read_metrics
+
 START_LABELS = {"sft": "SFT warm start", "fresh": "fresh adapter (no warm start)"}
 
 
@@ -29,7 +32,6 @@ def _duration(seconds) -> str:
 
 def load_run(run_dir: str | Path) -> tuple[dict, list[dict], dict]:
     """(config dict, metrics records, summary dict or {}) of a run directory."""
-    from essa.rundir import read_metrics
     run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.jsonl"
     if not metrics_path.is_file():
@@ -135,10 +137,9 @@ def render_report(config: dict, records: list[dict], summary: dict) -> str:
 
 def write_report(run_dir: str | Path) -> Path:
     """Write report.md and fitness.png into run_dir (atomically); return the report's path."""
-    from essa.rundir import atomic_write_text
     run_dir = Path(run_dir)
     config, records, summary = load_run(run_dir)
     plot_fitness(records, run_dir / "fitness.png", f"ESSA run {config.get('name', run_dir.name)}")
     path = run_dir / "report.md"
-    atomic_write_text(path, render_report(config, records, summary))
+    atomic_write(path, render_report(config, records, summary))
     return path

@@ -1,10 +1,6 @@
 """The ESSA runtime behind ``essa-train``: one master (rank 0) holding the strategy, worker ranks
-scoring candidates on their own engines, small typed messages between them.
-
-    launch.main(config, ...)   entry: picks MPI or the one-process local transport
-    master / worker            the two roles; transport.* moves their messages
-    loop                       the generation loop (ask, score, tell, log, checkpoint)
-See docs/runtime.md.
+scoring candidates on their own engines, small typed messages between them. Entry:
+``launch.main``; the modules are listed in docs/runtime.md.
 """
 
 EXIT_OK = 0

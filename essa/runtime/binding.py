@@ -11,21 +11,13 @@ import os
 ENV = "VLLM_CPU_OMP_THREADS_BIND"
 
 
-def core_ranges(cores: list[int], parts: int) -> list[str] | None:
-    """``parts`` disjoint 'a,b,c' core lists over ``cores``; None when there are too few cores."""
-    if parts < 1 or len(cores) < parts:
-        return None
+def _core_range(cores: list[int], parts: int, index: int) -> str:
+    """The ``index``-th of ``parts`` disjoint 'a,b,c' core lists over ``cores`` ('nobind' when
+    there are fewer cores than parts)."""
+    if len(cores) < parts:
+        return "nobind"
     cores = sorted(cores)
-    bounds = [round(i * len(cores) / parts) for i in range(parts + 1)]
-    return [",".join(str(c) for c in cores[bounds[i]:bounds[i + 1]]) for i in range(parts)]
-
-
-def binding_for(mode: str, worker_index: int, workers_here: int, cores: list[int]) -> str:
-    """The value of VLLM_CPU_OMP_THREADS_BIND for one worker."""
-    if mode != "split":
-        return mode
-    ranges = core_ranges(cores, workers_here)
-    return "nobind" if ranges is None else ranges[worker_index]
+    return ",".join(map(str, cores[round(index * len(cores) / parts):round((index + 1) * len(cores) / parts)]))
 
 
 def apply_binding(comm, mode: str, master_evaluates: bool = False) -> None:
@@ -39,5 +31,5 @@ def apply_binding(comm, mode: str, master_evaluates: bool = False) -> None:
     engine_ranks = sorted(r for r in ranks_here if r != 0 or master_evaluates)
     if rank not in engine_ranks or ENV in os.environ:
         return
-    os.environ[ENV] = binding_for(mode, engine_ranks.index(rank), len(engine_ranks),
-                                  sorted(os.sched_getaffinity(0)))
+    os.environ[ENV] = mode if mode != "split" else _core_range(
+        list(os.sched_getaffinity(0)), len(engine_ranks), engine_ranks.index(rank))

@@ -1,15 +1,11 @@
 """A deterministic stand-in evaluator (``runtime.evaluator: fake``): no model, no engine.
 
-It exists to test and benchmark the runtime itself (scheduling, faults, resume). The fitness of a
-row is a pure function of the vector and the item ids, the same on every rank:
+It tests and benchmarks the runtime itself (scheduling, faults, resume). Per item i the fitness
+is q(x) * (1 - 0.01 * (i mod 3)), with q below: a pure function of the vector and the item ids.
 
-    q(x) = exp(-10 * mean((x - t)^2)),  t_j = 0.1 * sin(j)      (peak 1 at x = t)
-    per item i: q(x) * (1 - 0.01 * (i mod 3)), returned per item (the master takes the mean).
-
-Fault injection for tests, from the environment: ``ESSA_FAKE_FAULT=<what>:<generation>:<row>``
-with what = raise (an exception), exit (the process dies), nan (a non-finite fitness) or hang.
-``ESSA_FAKE_PASS=K`` makes it score up to K tasks per "engine pass" (one sleep for all), like
-vLLM's adapter mode.
+From the environment: ``ESSA_FAKE_FAULT=<what>:<generation>:<row>`` injects a fault, what = raise,
+exit (the process dies), nan or hang; ``ESSA_FAKE_PASS=K`` scores up to K tasks per "engine pass"
+(one sleep for all), like vLLM's adapter mode.
 """
 
 from __future__ import annotations
@@ -19,6 +15,8 @@ import time
 
 import numpy as np
 
+from essa.adapters.svd_space import SvdSpace
+from essa.fitness import Score
 from essa.runtime.messages import BASE, Round, Setup, Task  # candidates are labelled c0, c1, ...
 
 
@@ -38,40 +36,31 @@ class FakeEvaluator:
         self.checksum = ""
 
     def prepare(self, setup: Setup) -> None:
-        from essa.adapters.svd_space import SvdSpace
         self.checksum = SvdSpace.from_record(setup.space_record).checksum  # same check as the real one
 
-    def _inject(self, rnd: Round, task: Task) -> bool:
-        """Apply ESSA_FAKE_FAULT if it names this task; True means 'return NaN'."""
-        if not self.fault:
-            return False
-        what, gen, row = self.fault.split(":")
-        if (int(gen), int(row)) != (rnd.generation, task.row) or not rnd.labels[task.row].startswith("c"):
-            return False
-        if what == "raise":
-            raise RuntimeError(f"injected fault in candidate {task.row}")
-        if what == "exit":
-            os._exit(9)
-        if what == "hang":
-            time.sleep(3600)
-        return what == "nan"
+    def score(self, rnd: Round, task: Task) -> Score:
+        return self.score_pass(rnd, [task])[0]
 
-    def score_pass(self, rnd: Round, tasks: list[Task]) -> list[tuple[np.ndarray | float, dict]]:
+    def score_pass(self, rnd: Round, tasks: list[Task]) -> list[Score]:
         """Several tasks for the time of one."""
         if self.delay:
             time.sleep(self.delay)
         return [self._score(rnd, t) for t in tasks]
 
-    def score(self, rnd: Round, task: Task) -> tuple[np.ndarray | float, dict]:
-        return self.score_pass(rnd, [task])[0]
-
-    def _score(self, rnd: Round, task: Task) -> tuple[np.ndarray | float, dict]:
-        if self._inject(rnd, task):
-            return float("nan"), {"tokens": 0, "seconds": self.delay}
+    def _score(self, rnd: Round, task: Task) -> Score:
         ids = np.asarray(rnd.item_ids[task.start:task.stop])
+        what, gen, row = (self.fault or "none:-1:-1").split(":")
+        if (int(gen), int(row)) == (rnd.generation, task.row) and rnd.labels[task.row].startswith("c"):
+            if what == "raise":
+                raise RuntimeError(f"injected fault in candidate {task.row}")
+            if what == "exit":
+                os._exit(9)
+            if what == "hang":
+                time.sleep(3600)
+            if what == "nan":
+                return Score(np.full(ids.size, np.nan), seconds=self.delay)
         x = np.zeros_like(task.vector) if rnd.labels[task.row] == BASE else task.vector
-        per_item = fake_quality(x) * (1.0 - 0.01 * (ids % 3))
-        return per_item, {"tokens": int(ids.size), "seconds": self.delay}
+        return Score(fake_quality(x) * (1.0 - 0.01 * (ids % 3)), tokens=int(ids.size), seconds=self.delay)
 
     def close(self) -> None:
         pass

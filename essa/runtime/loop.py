@@ -1,43 +1,66 @@
-"""The master's run: start or resume, the generation loop, final outputs.
-
-One generation: ask -> the round (every candidate on the same mini-batch) -> tell -> one metrics
-line -> checkpoint. Every runtime.eval_every generations the mean vector is scored on validation.
-"""
+"""The master's run: start or resume, the generation loop (ask -> round -> tell -> metrics line
+-> checkpoint; validation every runtime.eval_every generations), final outputs."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+import population
+from essa.adapters.export import export_adapter
+from essa.adapters.init import write_fresh_adapter
+from essa.adapters.svd_space import SvdSpace
+from essa.atomic import atomic_write
+from essa.data import BatchSampler, load_task
+from essa.fitness import fitness_vector
+from essa.models import resolve_model_path
+from essa.reporting.report import write_report
+from essa.rundir import MetricsWriter
 from essa.runtime import EXIT_FAILURE, EXIT_OK, EXIT_REQUEUE
 from essa.runtime.master import Interrupted, Master, WorkerFailure
 from essa.runtime.messages import BASE, Setup
-from essa.runtime.start import initial_point, new_strategy, singular_values, starting_adapter
+from essa.runtime.monitor import make_sinks
 from essa.runtime.state import CheckpointWriter, load_run_state, trim_metrics
+from essa.sft import ensure_warm_start
 
 log = logging.getLogger("essa")
 TIMING_KEYS = ("time", "gen_seconds", "evals_per_s", "wall_time")  # differ between identical runs
+
+
+def starting_adapter(config, run_dir: Path) -> Path:
+    """adapter.init: 'sft' -> the cached warm start, 'fresh' -> a random adapter in the run
+    directory, anything else -> an existing PEFT folder (a missing one is an error naming it)."""
+    init, folder = config.adapter.init, run_dir / "start_adapter"
+    if init == "sft":
+        return Path(ensure_warm_start(config))
+    if init == "fresh":
+        if not (folder / "adapter_model.safetensors").is_file():
+            write_fresh_adapter(resolve_model_path(config.model.path), folder, rank=config.adapter.rank,
+                                alpha=config.adapter.alpha, target_modules=config.adapter.target_modules,
+                                rel_norm=0.02, seed=config.seed)
+        return folder
+    folder = Path(init).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"adapter.init: {folder} is not a PEFT adapter folder "
+                                f"(no adapter_config.json); use 'sft', 'fresh' or an adapter folder")
+    return folder
 
 
 class Run:
     """What the master holds for one run."""
 
     def __init__(self, config, run_dir: Path, transport, stop, resume: bool):
-        from essa.adapters.svd_space import SvdSpace
-        from essa.data import BatchSampler, load_task
-        from essa.rundir import MetricsWriter
-        from essa.runtime.monitor import make_sinks
-
         self.config, self.run_dir, self.stop_flag = config, run_dir, stop
         self.sinks = make_sinks(config, run_dir)
         self.task = load_task(config.task)  # split sizes only; workers load their own copy
         adapter = starting_adapter(config, run_dir)
-        self.space = SvdSpace.from_folder(adapter, config.adapter.alpha_frac)
-        self.relative = config.search.parametrization == "relative"
+        self.space = SvdSpace.from_folder(adapter, config.adapter.alpha_frac,
+                                          config.search.parametrization)
         if resume:
             self.strategy, self.state = load_run_state(run_dir)
             if self.state["space_sha256"] != self.space.checksum:
@@ -46,7 +69,9 @@ class Run:
             trim_metrics(run_dir / "metrics.jsonl", self.state["generation"])
         else:
             trim_metrics(run_dir / "metrics.jsonl", 0)  # lines of a run that never checkpointed
-            self.strategy = new_strategy(config, self.space)
+            self.strategy = population.make_strategy(config.search.strategy, self.space.start_vector(),
+                                                     sigma0=config.search.sigma0,
+                                                     popsize=config.search.popsize, seed=config.seed)
             self.state = {"generation": 0, "tokens": 0, "wall_time": 0.0, "best_fitness": None,
                           "best_generation": None, "space_sha256": self.space.checksum,
                           "source_adapter": str(adapter)}
@@ -64,44 +89,46 @@ class Run:
         for sink in self.sinks:
             sink.log(rec)
 
-    # ---- one generation ---------------------------------------------------------------------
-
     def generation(self, g: int) -> float:
         """Run generation g; returns its seconds."""
         t0 = time.time()
         X = self.strategy.ask()  # (lambda, d)
         ids = self.sampler.batch(g)
-        out = self.master.run_round(g, X, [f"c{i}" for i in range(len(X))],
-                                    self.config.task.train_split, ids, self.config.fitness.kind)
-        self.strategy.tell(X, out.fitness)
+        # The strategy draws the next generation's samples while the workers evaluate; it must
+        # be done before the tell (population/ itself starts no threads).
+        with ThreadPoolExecutor(1, thread_name_prefix="essa-prefetch") as ahead:
+            prefetch = ahead.submit(self.strategy.prefetch)
+            scores = self.master.run_round(g, X, [f"c{i}" for i in range(len(X))],
+                                           self.config.task.train_split, ids,
+                                           self.config.fitness.kind)
+            prefetch.result()
+        fitness = fitness_vector(scores)
+        self.strategy.tell(X, fitness)
         seconds = time.time() - t0
-        f = out.fitness[np.isfinite(out.fitness)]
-        tokens = int(sum(s["tokens"] for s in out.stats))
-        self.state["tokens"] += tokens
-        self.state["wall_time"] = round(self.state["wall_time"] + seconds, 3)
-        if f.size and (self.state["best_fitness"] is None or f.max() > self.state["best_fitness"]):
-            self.state["best_fitness"], self.state["best_generation"] = float(f.max()), g
+        f = fitness[~population.sanitize_fitness(fitness, len(fitness))[1]]  # the finite ones
+        tokens, state = sum(s.tokens for s in scores), self.state
+        state["tokens"] += tokens
+        state["wall_time"] = round(state["wall_time"] + seconds, 3)
+        if f.size and (state["best_fitness"] is None or f.max() > state["best_fitness"]):
+            state["best_fitness"], state["best_generation"] = float(f.max()), g
         rec = {"generation": g, "phase": "search", "fitness_kind": self.config.fitness.kind,
-               "fitness_max": _num(f.max() if f.size else None),
-               "fitness_mean": _num(f.mean() if f.size else None),
-               "fitness_median": _num(np.median(f) if f.size else None),
-               "failed": int(len(out.fitness) - f.size), "sigma": float(self.strategy.sigma),
+               **{f"fitness_{k}": _num(fn(f)) if f.size else None
+                  for k, fn in (("max", np.max), ("mean", np.mean), ("median", np.median))},
+               "failed": int(len(fitness) - f.size), "sigma": float(self.strategy.sigma),
                "best_fitness": self.state["best_fitness"], "tokens": tokens,
                "gen_seconds": round(seconds, 3), "evals_per_s": round(len(X) / seconds, 3),
-               "wall_time": self.state["wall_time"], "stale_results": out.stale}
+               "wall_time": self.state["wall_time"], "stale_results": self.master.round.stale}
         self.record(rec)
         log.info("gen %d  fitness max %.4f mean %.4f  sigma %.4f  failed %d  %d tokens  %.1f s  "
-                 "(%.2f eval/s)", g, _or_nan(rec["fitness_max"]),
-                 _or_nan(rec["fitness_mean"]), rec["sigma"], rec["failed"], tokens, seconds,
-                 rec["evals_per_s"])
+                 "(%.2f eval/s)", g, _or_nan(rec["fitness_max"]), _or_nan(rec["fitness_mean"]),
+                 rec["sigma"], rec["failed"], tokens, seconds, rec["evals_per_s"])
         return seconds
 
     def remaining_seconds(self, g: int, gen_seconds: float) -> float:
         """Time left after generation g: the generations at this one's pace, the validations and
         the final evaluation (3 vectors on validation and test items) at the pace of the first
         validation, or of this generation's candidate-prompt pairs when none was timed."""
-        cfg = self.config
-        s, rt = cfg.search, cfg.runtime
+        cfg, s, rt = self.config, self.config.search, self.config.runtime
         per_item = self._val_item_seconds or gen_seconds / (s.popsize * cfg.fitness.prompts_per_candidate)
         left = s.generations - g - 1
         validations = s.generations // rt.eval_every - (g + 1) // rt.eval_every if rt.eval_every else 0
@@ -110,37 +137,32 @@ class Run:
         return left * gen_seconds + items * per_item
 
     def validate_mean(self, g: int) -> None:
-        """Score the mean vector on validation; g = -1 is the starting adapter, before any search.
-
-        The record carries the search's wall time and generated tokens so far (evaluation time
-        excluded), the axes `essa compare` plots accuracy against.
-        """
+        """Score the mean vector on validation (g = -1: the starting adapter); the record carries
+        the search's wall time and tokens so far, the axes of `essa compare`."""
         split = self.config.task.validation_split
         if not split:
             return
         n = min(self.config.runtime.eval_items, len(self.task.split(split)))
         t0 = time.time()
-        out = self.master.run_round(g, self.strategy.mean[None, :], ["mean"], split, np.arange(n),
-                                    "accuracy", split_rows=True)
+        accuracy = self.master.run_round(g, self.strategy.mean[None, :], ["mean"], split,
+                                         np.arange(n), "accuracy", split_rows=True)[0].fitness
         # The first validation may have waited for the engines to start: time it from the first
         # worker's Hello.
         self._val_item_seconds = (time.time() - max(t0, self.master.first_ready_at or t0)) / n
-        self.record({"generation": g, "phase": "validation", "val_accuracy": _num(out.fitness[0]),
+        self.record({"generation": g, "phase": "validation", "val_accuracy": _num(accuracy),
                      "val_items": n, "wall_time": self.state["wall_time"],
                      "tokens_total": self.state["tokens"]})
         log.info("gen %d  validation accuracy of the %s: %.2f%% (%d items)", g,
-                 "start" if g < 0 else "mean", 100 * out.fitness[0], n)
+                 "start" if g < 0 else "mean", 100 * accuracy, n)
 
     def checkpoint(self, g: int) -> None:
         """Freeze the run after generation g; the files are written while g + 1 runs."""
         self.state["generation"] = g + 1
         self.checkpoints.save(self.strategy, self.state)
 
-    # ---- the whole run ----------------------------------------------------------------------
-
     def run(self) -> int:
         cfg = self.config
-        self.master.setup(Setup(self.space.record(), self.relative))
+        self.master.setup(Setup(self.space.record()))
         log.info("search space: %s; strategy %s, popsize %d; starting at generation %d of %d",
                  self.space.summary, type(self.strategy).__name__, cfg.search.popsize,
                  self.state["generation"], cfg.search.generations)
@@ -183,16 +205,12 @@ class Run:
     def finish(self) -> None:
         """Export best and mean adapters; score base/start/mean on validation and test; write
         summary.json and the report (report.md + fitness.png)."""
-        from essa.adapters.export import export_adapter
-        from essa.reporting.report import write_report
-        from essa.rundir import atomic_write_text
         cfg, s = self.config, self.strategy
         best = s.best_x if s.best_x is not None else s.mean
         exported = {}
         for label, x in (("best", best), ("mean", s.mean)):
             folder = self.run_dir / f"adapter_{label}"
-            export_adapter(self.space, singular_values(self.space, x, cfg.search.parametrization),
-                           folder, base_model_name_or_path=cfg.model.path)
+            export_adapter(self.space, x, folder, base_model_name_or_path=cfg.model.path)
             exported[label] = str(folder)
         rt = cfg.runtime
         validation = self.final_eval("final_validation", cfg.task.validation_split, rt.eval_items)
@@ -205,7 +223,7 @@ class Run:
                    "tokens": self.state["tokens"], "wall_time": self.state["wall_time"],
                    "adapters": exported, "validation": validation, "test": test,
                    "engines": {str(rank): what for rank, what in sorted(self.master.engines.items())}}
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+        atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         log.info("summary: %d generations, best fitness %s, test accuracy %s; adapters in %s",
                  s.generation, self.state["best_fitness"],
                  ", ".join(f"{k} {v:.3f}" for k, v in test.get("accuracy", {}).items()) or "skipped",
@@ -217,14 +235,15 @@ class Run:
         if not n or not split or not self.task.splits.get(split):
             return {}
         n = min(n, len(self.task.split(split)))
-        x0 = initial_point(self.space, self.config.search.parametrization)
+        x0 = self.space.start_vector()
         vectors = np.stack([x0, x0, self.strategy.mean])  # (3, d); row 0 is ignored (base)
-        out = self.master.run_round(self.strategy.generation, vectors, [BASE, "start", "mean"],
-                                    split, np.arange(n), "accuracy", split_rows=True)
+        accuracy = fitness_vector(self.master.run_round(self.strategy.generation, vectors,
+                                                        [BASE, "start", "mean"], split, np.arange(n),
+                                                        "accuracy", split_rows=True))
         labels = ("base", "start", "mean")
         self.record({"generation": self.strategy.generation, "phase": phase, f"{phase}_items": n,
-                     **{f"{phase}_accuracy_{k}": _num(v) for k, v in zip(labels, out.fitness)}})
-        return {"items": n, "accuracy": dict(zip(labels, map(float, out.fitness)))}
+                     **{f"{phase}_accuracy_{k}": _num(v) for k, v in zip(labels, accuracy)}})
+        return {"items": n, "accuracy": dict(zip(labels, map(float, accuracy)))}
 
 
 def _duration(seconds: float) -> str:

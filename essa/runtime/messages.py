@@ -1,28 +1,26 @@
 """The messages between master and workers: small typed records carrying the round they belong to.
 
-A *round* is one batch of evaluations the master hands out: the candidates of a generation on the
-generation's mini-batch, or a few vectors on validation / test items. The master sends the round's
-small description once to every worker, then hands out tasks one at a time, each carrying its own
-row's vector and a slice of the round's items; a worker that sends a result is idle and gets the
-next task. Sending each vector only to the worker that scores it keeps the bytes per generation at
-popsize x d, whatever the number of ranks (a broadcast of the whole matrix grows with the ranks).
+A *round* is one batch of evaluations: the candidates of a generation on its mini-batch, or a few
+vectors on validation / test items. Its small description goes once to every worker; then each
+task carries its own row's vector to the one worker that scores it (docs/runtime.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from essa.fitness import Score
 
 BASE = "base"  # row label meaning "no adapter": the base model
 
 
 @dataclass
 class Setup:
-    """master -> workers, once: the search space to rebuild (SvdSpace.record()) and how to read rows."""
+    """master -> workers, once: the search space to rebuild (``SvdSpace.record()``)."""
 
     space_record: dict
-    relative: bool
 
 
 @dataclass
@@ -38,26 +36,21 @@ class Hello:
 
 @dataclass
 class Round:
-    """master -> workers: what one round scores, sent once per worker (the vectors go with the tasks).
-
-    ``labels[i] == BASE`` means row i is the base model (its vector is ignored). ``kind``: a
-    fitness kind (accuracy / loglik / hybrid), scored on ``split`` items ``item_ids``.
-    """
+    """master -> workers: rows ``labels`` (BASE: the base model) scored with fitness ``kind`` on
+    ``split`` items ``item_ids`` (b,); the vectors go with the tasks."""
 
     round_id: int
     generation: int
     labels: list[str]
     split: str
-    item_ids: np.ndarray  # (b,)
+    item_ids: np.ndarray
     kind: str
 
 
 @dataclass
 class Task:
-    """master -> worker: score row ``row`` of round ``round_id`` on items [start, stop).
-
-    ``vector`` (d,) float64 in search coordinates is that row's candidate.
-    """
+    """master -> worker: score row ``row`` of round ``round_id``, its ``vector`` (d,) float64 in
+    search coordinates, on items [start, stop)."""
 
     round_id: int
     generation: int
@@ -69,11 +62,8 @@ class Task:
 
 @dataclass
 class Result:
-    """worker -> master: the fitness of each item of a task (NaN: could not be scored) and stats.
-
-    ``scores`` (stop - start,) per item, so the master can take a row's mean over all its items in
-    one fixed order however the row was cut into tasks; a single number stands for every item.
-    """
+    """worker -> master: the Score of row ``row`` on items [start, stop), per item (NaN or inf:
+    could not be scored), so the master joins a row's slices in item order however it was cut."""
 
     round_id: int
     generation: int
@@ -81,8 +71,7 @@ class Result:
     start: int
     stop: int
     rank: int
-    scores: np.ndarray | float
-    stats: dict = field(default_factory=dict)  # accuracy, loglik, tokens, seconds
+    score: Score
 
 
 @dataclass

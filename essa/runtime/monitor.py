@@ -2,45 +2,51 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+
+from essa.config import to_dict
 
 
 class MonitorError(RuntimeError):
     """A listed sink cannot be used (its package is missing)."""
 
 
+def _require(module: str, package: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MonitorError(f"runtime.report_to: {package} needs the '{package}' package "
+                           f"(pip install {package}): {exc}") from None
+
+
+def _scalars(record: dict) -> tuple[dict, int]:
+    """The record's numbers keyed 'phase/name', and its generation (the step)."""
+    phase = record.get("phase", "search")
+    return ({f"{phase}/{k}": v for k, v in record.items()
+             if isinstance(v, (int, float)) and k not in ("generation", "time")}, record.get("generation", 0))
+
+
 class TensorBoardSink:
     def __init__(self, run_dir: Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:
-            raise MonitorError("runtime.report_to: tensorboard needs the 'tensorboard' package "
-                               f"(pip install tensorboard): {exc}") from None
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.writer = _require("torch.utils.tensorboard", "tensorboard").SummaryWriter(str(run_dir / "tensorboard"))
 
     def log(self, record: dict) -> None:
-        step = record.get("generation", 0)
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and key not in ("generation", "time"):
-                self.writer.add_scalar(f"{record.get('phase', 'search')}/{key}", value, step)
+        scalars, step = _scalars(record)
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
 
     def close(self) -> None:
         self.writer.close()
 
 
 class WandbSink:
-    def __init__(self, run_dir: Path, config_dict: dict, name: str):
-        try:
-            import wandb
-        except ImportError:
-            raise MonitorError("runtime.report_to: wandb needs the 'wandb' package "
-                               "(pip install wandb)") from None
-        self.run = wandb.init(name=name, dir=str(run_dir), config=config_dict)
+    def __init__(self, run_dir: Path, config):
+        self.run = _require("wandb", "wandb").init(name=config.name, dir=str(run_dir), config=to_dict(config))
 
     def log(self, record: dict) -> None:
-        phase = record.get("phase", "search")
-        self.run.log({f"{phase}/{k}": v for k, v in record.items() if isinstance(v, (int, float))},
-                     step=record.get("generation", 0))
+        scalars, step = _scalars(record)
+        self.run.log(scalars, step=step)
 
     def close(self) -> None:
         self.run.finish()
@@ -48,9 +54,5 @@ class WandbSink:
 
 def make_sinks(config, run_dir: Path) -> list:
     """The sinks listed in runtime.report_to (fails at start-up, before any engine loads)."""
-    from essa.config import to_dict
-    sinks = []
-    for name in config.runtime.report_to:
-        sinks.append(TensorBoardSink(run_dir) if name == "tensorboard"
-                     else WandbSink(run_dir, to_dict(config), config.name))
-    return sinks
+    return [TensorBoardSink(run_dir) if name == "tensorboard" else WandbSink(run_dir, config)
+            for name in config.runtime.report_to]

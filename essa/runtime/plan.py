@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import population
 from essa.adapters.layout import searched_count
+from essa.engines.compile_choice import choose_eager
+from essa.models import resolve_model_path
+from essa.models.dtype import resolve_dtype
+from essa.runtime.transport import world
 
 
 def _adapter_shape(config) -> tuple[int, int, str]:
     """(LoRA modules, rank, where it comes from) from the adapter folder or the model config."""
     init = config.adapter.init
     if init in ("sft", "fresh"):
-        from essa.models import resolve_model_path
         model_cfg = json.loads((resolve_model_path(config.model.path) / "config.json").read_text())
         layers = int(model_cfg["num_hidden_layers"])
         return layers * len(config.adapter.target_modules), config.adapter.rank, \
@@ -37,7 +41,6 @@ def planned_tokens_per_engine(config, ranks: int | None = None) -> int:
     """The most tokens one engine generates in the whole run (search, validations, final
     evaluation of base/start/mean), shared evenly by the engines; ``ranks`` defaults to MPI's."""
     if ranks is None:
-        from essa.runtime.launch import world
         ranks = world()[1]
     s, rt, f, e = config.search, config.runtime, config.fitness, config.engine
     search = s.generations * s.popsize * f.prompts_per_candidate * (0 if f.kind == "loglik" else 1)
@@ -52,14 +55,11 @@ def describe_plan(config, ranks: int) -> str:
     k = searched_count(rank, config.adapter.alpha_frac)
     dim = modules * 2 * k
     s, rt, f = config.search, config.runtime, config.fitness
-    workers = engine_count(config, ranks)
     per_gen = s.popsize * f.prompts_per_candidate
     tokens = per_gen * (config.engine.max_tokens if f.kind != "loglik" else 0)
     roles = ("1 process: master + 1 worker (local transport)" if ranks == 1 else
-             f"{ranks} ranks: rank 0 master and worker, ranks 1-{ranks - 1} workers (one engine each)"
-             if rt.master_evaluates else
-             f"{ranks} ranks: rank 0 master, ranks 1-{ranks - 1} workers (one engine each)")
-    import population
+             f"{ranks} ranks: rank 0 master{' and worker' if rt.master_evaluates else ''}, "
+             f"ranks 1-{ranks - 1} workers (one engine each)")
     return "\n".join([
         f"adapter     {source}, rank {rank}, searched k = floor({config.adapter.alpha_frac} * {rank}) = {k}",
         f"search      d = {modules} modules x 2 factors x {k} = {dim} ({s.parametrization}), "
@@ -69,7 +69,7 @@ def describe_plan(config, ranks: int) -> str:
         f"batch       {f.prompts_per_candidate} {config.task.train_split} prompts per candidate "
         f"(fitness {f.kind}); {per_gen} candidate-prompt pairs per generation",
         f"tokens      at most {tokens} generated per generation ({config.engine.max_tokens} per prompt), "
-        f"{per_gen / workers:.0f} prompt evaluations per worker",
+        f"{per_gen / engine_count(config, ranks):.0f} prompt evaluations per worker",
         f"evaluation  mean vector on {rt.eval_items} validation items every {rt.eval_every} "
         f"generations; final base/start/mean on {rt.test_items} test items",
         *_engine_lines(config, ranks),
@@ -77,12 +77,8 @@ def describe_plan(config, ranks: int) -> str:
 
 
 def _engine_lines(config, ranks: int) -> list[str]:
-    """dtype and compile choices as this machine would make them (a worker on another node
-    decides on its own device and logs its choice when it is ready)."""
+    """dtype and compile as this machine would choose (a worker elsewhere logs its own choice)."""
     import torch
-
-    from essa.engines.compile_choice import choose_eager
-    from essa.models.dtype import resolve_dtype
     choice = resolve_dtype(config.model.dtype)
     lines = [f"dtype       {choice.describe(config.model.dtype)} on this machine"]
     if choice.warning:

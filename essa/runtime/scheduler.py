@@ -1,25 +1,22 @@
-"""Dynamic scheduling of one round's tasks: a worker that finishes asks for (gets) the next one.
+"""Scheduling policy, all of it: how a round is cut into tasks and who gets the next one.
 
-Pure bookkeeping, no transport: the master feeds it events (a worker is idle, a result came in)
-and asks it what to send. A worker may hold a second, queued task (see ``Master._dispatch``):
-``running`` keeps each rank's tasks in order, the first one being evaluated.
-
-The end of a round (guided self-scheduling): with ``min_items`` > 0 a task never holds more than
-the waiting items / workers, but at least ``min_items`` (and it leaves no smaller rest). While
-many candidates wait this is a whole candidate; at the end the last candidates are cut into
-slices of their items, so idle workers share them instead of waiting for one worker's last whole
-candidate. The cuts depend only on the order of hand-outs and the number of workers, never on
-timing.
+Pure bookkeeping, no transport: the master feeds it events (a worker is ready, a result came in)
+and asks it what to send to whom. The rules (queued tasks up to ``capacity``, guided cuts at the
+end of a round, chunks for evaluations) are explained in docs/runtime.md; the cuts depend only on
+the order of hand-outs and the number of workers, never on timing.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
+from essa.fitness import Score
 from essa.runtime.messages import Result, Task
+
+EVAL_CHUNK = 16  # items per task when a few vectors are scored on many items (evaluations)
 
 
 def split_items(n_items: int, parts: int) -> list[tuple[int, int]]:
@@ -27,6 +24,17 @@ def split_items(n_items: int, parts: int) -> list[tuple[int, int]]:
     parts = max(1, min(parts, n_items))
     bounds = [round(i * n_items / parts) for i in range(parts + 1)]
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def round_chunks(n_items: int, split_rows: bool) -> list[tuple[int, int]]:
+    """The item slices of every row: all items, or chunks of EVAL_CHUNK items (``split_rows``).
+    A row's fitness is the mean of its per-item scores, whatever the chunks and ranks."""
+    return split_items(n_items, -(-n_items // EVAL_CHUNK) if split_rows else 1)
+
+
+def capacity(tasks_per_pass: int) -> int:
+    """Tasks a worker may hold at once: two engine passes' worth."""
+    return 2 * max(1, tasks_per_pass)
 
 
 @dataclass
@@ -51,16 +59,23 @@ class RoundTasks:
         waiting = len(vectors) * sum(b - a for a, b in chunks)
         return cls(tasks, workers=max(1, workers), min_items=min_items, waiting_items=waiting)
 
-    @property
-    def expected(self) -> int:
-        return len(self.tasks) + sum(map(len, self.running.values())) + len(self.results)
-
     def done(self) -> bool:
         return not self.tasks and not self.running
 
     def held(self, rank: int) -> int:
         """Tasks sent to ``rank`` and not answered yet."""
         return len(self.running.get(rank, ()))
+
+    def next_rank(self, ready: list[int], capacities: dict[int, int]) -> int | None:
+        """The worker to send the next task to (None: keep it waiting): an idle one first; while
+        more tasks wait than there are workers, the one holding fewest below its capacity."""
+        if not self.tasks:
+            return None
+        rank = next((r for r in ready if self.held(r) == 0), None)
+        if rank is None and len(self.tasks) > len(ready):
+            open_ranks = [r for r in ready if self.held(r) < capacities.get(r, capacity(1))]
+            rank = min(open_ranks, key=self.held, default=None)
+        return rank
 
     def assign(self, rank: int) -> Task | None:
         """The next task for ``rank`` (None when none is left)."""
@@ -110,3 +125,14 @@ class RoundTasks:
             if now - t0 > timeout:
                 return rank, task, now - t0
         return None
+
+    def row_scores(self, rows: int) -> list[Score]:
+        """Each row's Score, its slices joined in item order (a finished round)."""
+        parts: list[list[Score]] = [[] for _ in range(rows)]
+        for (row, _), result in sorted(self.results.items()):
+            parts[row].append(result.score)
+        return [Score.join(p) for p in parts]
+
+    def tasks_by_rank(self) -> Counter:
+        """Results received per rank."""
+        return Counter(r.rank for r in self.results.values())

@@ -1,17 +1,13 @@
 """Run checkpoints: the strategy (population.save_checkpoint) plus a small JSON that commits it.
 
     checkpoint/strategy-<g>.ckpt   the strategy after generation g (bit-exact resume)
-    checkpoint/arrays/<sha256>     its large arrays (>= 1 MB), each written once and shared by
-                                   the strategy files that hold the same array
+    checkpoint/arrays/<sha256>     its large arrays, each written once and shared by the strategy
+                                   files that hold the same array
     checkpoint/state.json          {"generation": g, "strategy_file": ..., best so far, totals}
 
 state.json is written last and atomically: it is the commit point. A kill between the writes
 leaves the previous state.json naming the previous (kept) strategy file, whose array files are
 deleted only after a later commit no longer keeps it.
-
-A run saves through :class:`CheckpointWriter`: the strategy is frozen at once (a snapshot, see
-population.checkpoint), and the slow part (checksum, writing hundreds of MB at d = 7,168, fsync,
-the commit) runs in a thread while the next generation is scored.
 """
 
 from __future__ import annotations
@@ -21,7 +17,8 @@ import threading
 from pathlib import Path
 
 import population
-from essa.rundir import atomic_write_text, read_metrics
+from essa.atomic import atomic_write
+from essa.rundir import read_metrics
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
@@ -29,11 +26,8 @@ KEEP = 2  # strategy files kept: the committed one and the one before
 
 
 def check_new_run(run_dir: Path) -> None:
-    """A new run must not overwrite a resumable or finished run in ``run_dir``.
-
-    A directory whose run never committed a generation (killed during the first one) holds
-    nothing to resume: the new run starts it over (its metrics lines are dropped by ``Run``).
-    """
+    """A new run must not overwrite a resumable or finished run in ``run_dir`` (one that never
+    committed a generation holds nothing to resume: the new run starts it over)."""
     run_dir = Path(run_dir)
     if (run_dir / CHECKPOINT_DIR / STATE_FILE).is_file() or (run_dir / "summary.json").is_file():
         raise FileExistsError(f"run directory {run_dir} already holds a run: continue it with "
@@ -47,7 +41,7 @@ def _commit(run_dir: Path, snap, state: dict, arrays) -> None:
     folder.mkdir(exist_ok=True)
     name = f"strategy-{state['generation']}.ckpt"
     population.write_snapshot(snap, folder / name, arrays)
-    atomic_write_text(folder / STATE_FILE, json.dumps({**state, "strategy_file": name}, indent=1))
+    atomic_write(folder / STATE_FILE, json.dumps({**state, "strategy_file": name}, indent=1))
     files = sorted(folder.glob("strategy-*.ckpt"), key=lambda p: int(p.stem.split("-")[1]))
     for old in files[:-KEEP]:
         old.unlink()
@@ -55,18 +49,9 @@ def _commit(run_dir: Path, snap, state: dict, arrays) -> None:
 
 
 class CheckpointWriter:
-    """Saves run states in a background thread, newest first.
-
-    ``save`` freezes the strategy and the state now and returns at once. Arrays already written
-    for an earlier state are not written again (at d = 7,168 the 820 MB of covariance and factor
-    change only at a factor refresh). When the disk is slower than a generation, a save that
-    arrives while another write runs replaces any save still waiting, so only the newest waits:
-    the writer never falls behind by more than one state and the run never waits for it. A kill then leaves the last committed
-    state (at most two generations old); resume trims the metrics after it and replays the same
-    generations. ``wait`` blocks until the newest state is committed and re-raises a failed
-    write's error (``save`` re-raises it too). The thread is not a daemon: a process that exits
-    normally still finishes its write.
-    """
+    """Saves run states in a thread while the next generation runs (docs/runtime.md): ``save``
+    snapshots and returns at once, replacing a save still waiting (``skipped``); ``wait`` blocks
+    until the newest is committed; both re-raise a failed write's error. Not a daemon thread."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
@@ -110,8 +95,8 @@ class CheckpointWriter:
         self._raise_error()
 
     def _raise_error(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
+        error, self._error = self._error, None
+        if error is not None:
             raise error
 
 
@@ -134,4 +119,4 @@ def trim_metrics(path: Path, generations_done: int) -> None:
     # With nothing committed the run starts over: even the start's validation (generation -1) goes.
     records = [r for r in read_metrics(path) if r.get("generation", 0) < generations_done] \
         if generations_done > 0 else []
-    atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write(Path(path), "".join(json.dumps(r) + "\n" for r in records))

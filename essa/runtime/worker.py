@@ -1,11 +1,8 @@
 """The worker's loop: load the engine, rebuild the search space, then score tasks until Stop.
 
-An evaluator's ``score(round, task)`` returns the fitness of each of the task's items (or one
-number for all) and a stats dict. An evaluator whose engine runs several candidates in one pass
-has ``tasks_per_pass`` > 1 and ``score_pass(round, tasks)``: the worker then scores the tasks
-already waiting for the same prompts together. Any exception becomes a :class:`Failure` message
-naming this rank, the candidate and the cause, so the master can stop the job with a useful
-message instead of hanging.
+An evaluator has ``score(round, task) -> Score``, and with ``tasks_per_pass`` > 1 ``score_pass(round,
+tasks)`` for the tasks waiting for the same prompts. Any exception becomes a :class:`Failure`
+naming this rank, the candidate and the cause, so the master stops the job instead of hanging.
 """
 
 from __future__ import annotations
@@ -15,8 +12,7 @@ import socket
 import traceback
 from collections import deque
 
-import numpy as np
-
+from essa.fitness import Score
 from essa.runtime.messages import Failure, Hello, Result, Round, Setup, Stop, Task
 
 log = logging.getLogger("essa")
@@ -31,7 +27,6 @@ def _cause(exc: BaseException) -> str:
 
 def run_worker(transport, make_evaluator) -> int:
     """Serve the master until it sends Stop; returns the process exit status for this rank."""
-    rank = transport.rank
     try:
         evaluator = make_evaluator()
         setup = transport.recv()
@@ -42,92 +37,63 @@ def run_worker(transport, make_evaluator) -> int:
             return 0
         evaluator.prepare(setup)
     except Exception as exc:  # noqa: BLE001 - reported to the master, which stops the job
-        transport.send(Failure(rank, -1, -1, f"start-up failed: {_cause(exc)}"))
+        transport.send(Failure(transport.rank, -1, -1, f"start-up failed: {_cause(exc)}"))
         transport.flush()
         return 1
-    transport.send(Hello(rank, evaluator.checksum, socket.gethostname(), _tasks_per_pass(evaluator),
+    per_pass = max(1, int(getattr(evaluator, "tasks_per_pass", 1)))
+    transport.send(Hello(transport.rank, evaluator.checksum, socket.gethostname(), per_pass,
                          getattr(evaluator, "engine_description", "")))
-    status = _serve(transport, evaluator, rank)
+    _serve(transport, evaluator, per_pass)
     evaluator.close()
     transport.flush()
-    return status
+    return 0
 
 
-def _serve(transport, evaluator, rank: int) -> int:
+def _serve(transport, evaluator, per_pass: int) -> None:
     current: Round | None = None
-    backlog: deque = deque()  # messages read ahead while gathering a pass, in arrival order
-    per_pass = _tasks_per_pass(evaluator)
-
-    def next_message(block: bool):
-        if backlog:
-            return backlog.popleft()
-        return transport.recv() if block else transport.try_recv()
-
+    backlog: deque = deque()  # messages read ahead, in arrival order
     while True:
-        msg = next_message(block=True)
+        msg = backlog.popleft() if backlog else transport.recv()
         if isinstance(msg, Stop):
-            return 0
+            return
         if isinstance(msg, Round):
             current = msg
         elif isinstance(msg, Task):
-            if _stop_waiting(transport, backlog):
+            # Read what has arrived before each engine pass: a worker whose master stopped (a
+            # signal, a failure elsewhere) ends after the pass it is in, dropping its queued tasks.
+            while (extra := transport.try_recv()) is not None:
+                backlog.append(extra)
+            if any(isinstance(m, Stop) for m in backlog):
                 dropped = 1 + sum(isinstance(m, Task) for m in backlog)
-                log.info("rank %d: stop received, %d queued task(s) dropped", rank, dropped)
-                return 0
-            group = [msg]
-            while len(group) < per_pass:  # tasks already here that can share the engine pass
-                extra = next_message(block=False)
-                if extra is None:
-                    break
-                if not (isinstance(extra, Task) and _same_slice(extra, msg)):
-                    backlog.appendleft(extra)  # keep the order of what could not join
-                    break
-                group.append(extra)
-            _score_pass(transport, evaluator, current, group, rank)
+                log.info("rank %d: stop received, %d queued task(s) dropped", transport.rank, dropped)
+                return
+            group = [msg]  # with the tasks already here that can share the engine pass
+            while len(group) < per_pass and backlog and _same_slice(backlog[0], msg):
+                group.append(backlog.popleft())
+            _score_pass(transport, evaluator, current, group)
 
 
-def _stop_waiting(transport, backlog: deque) -> bool:
-    """Read every message already here into ``backlog`` (keeping their order); True when a Stop is
-    among them. Checked before each engine pass, so a worker whose master stopped (a signal, a
-    failure elsewhere) ends after at most the pass it is in instead of running its queued tasks."""
-    while (msg := transport.try_recv()) is not None:
-        backlog.append(msg)
-    return any(isinstance(m, Stop) for m in backlog)
+def _same_slice(a, b: Task) -> bool:
+    return isinstance(a, Task) and (a.round_id, a.start, a.stop) == (b.round_id, b.start, b.stop)
 
 
-def _tasks_per_pass(evaluator) -> int:
-    """Tasks the evaluator scores in one engine pass (1 unless it says more)."""
-    return max(1, int(getattr(evaluator, "tasks_per_pass", 1)))
-
-
-def _same_slice(a: Task, b: Task) -> bool:
-    return (a.round_id, a.start, a.stop) == (b.round_id, b.start, b.stop)
-
-
-def _score_pass(transport, evaluator, rnd: Round, group: list[Task], rank: int) -> None:
+def _score_pass(transport, evaluator, rnd: Round, group: list[Task]) -> None:
     """Score the tasks of ``group`` (one slice of one round) in one engine pass; one Result each."""
     try:
-        if len(group) == 1:
-            answers = [evaluator.score(rnd, group[0])]
-        else:
-            answers = evaluator.score_pass(rnd, group)
-        answers = [(per_item_scores(scores, t.stop - t.start), stats)
-                   for t, (scores, stats) in zip(group, answers, strict=True)]
+        scores = [evaluator.score(rnd, group[0])] if len(group) == 1 else evaluator.score_pass(rnd, group)
+        for t, score in zip(group, scores, strict=True):
+            check_score(score, t.stop - t.start)
     except Exception as exc:  # noqa: BLE001
         others = f" (in one pass with candidates {[t.row for t in group]})" if len(group) > 1 else ""
-        transport.send(Failure(rank, group[0].generation, group[0].row, _cause(exc) + others))
+        transport.send(Failure(transport.rank, group[0].generation, group[0].row, _cause(exc) + others))
         return  # the master stops the job; keep listening for its Stop
-    for t, (scores, stats) in zip(group, answers):
-        transport.send(Result(t.round_id, t.generation, t.row, t.start, t.stop, rank, scores, stats))
+    for t, score in zip(group, scores):
+        transport.send(Result(t.round_id, t.generation, t.row, t.start, t.stop, transport.rank, score))
 
 
-def per_item_scores(scores, n_items: int) -> np.ndarray:
-    """An evaluator's answer as (n_items,) float64: one number per item, or one for all of them;
-    None and non-finite values become NaN (a failed candidate, never passed to the strategy)."""
-    values = np.array([np.nan if v is None else v for v in np.atleast_1d(np.asarray(scores, dtype=object))],
-                      dtype=float)
-    if values.size not in (1, n_items):
-        raise ValueError(f"the evaluator returned {values.size} scores for a task of {n_items} items")
-    values = np.broadcast_to(values, (n_items,)).copy()
-    values[~np.isfinite(values)] = np.nan
-    return values
+def check_score(score: Score, n_items: int) -> None:
+    """An evaluator's answer must be a Score with one value per item of its task."""
+    if not isinstance(score, Score):
+        raise TypeError(f"the evaluator returned {type(score).__name__}, not a Score")
+    if score.items.size != n_items:
+        raise ValueError(f"the evaluator returned {score.items.size} scores for a task of {n_items} items")

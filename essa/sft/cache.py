@@ -15,6 +15,8 @@ from pathlib import Path
 
 from essa.config import to_dict
 from essa.sft.publish import SUMMARY_FILE
+from essa.models import resolve_model_path
+from essa.sft.train import train_sft
 
 CACHE_FOLDER = "warm-start"
 _NOT_IN_KEY = ("threads", "eval_examples")  # how fast / what is reported, not what is trained
@@ -23,7 +25,6 @@ _COMPLETE = ("adapter_config.json", "adapter_model.safetensors", SUMMARY_FILE)
 
 def warm_start_key_fields(config) -> dict:
     """The settings the cache key hashes (a JSON-ready mapping)."""
-    from essa.models import resolve_model_path
 
     sft = {k: v for k, v in to_dict(config.sft).items() if k not in _NOT_IN_KEY}
     return {
@@ -65,7 +66,6 @@ def ensure_warm_start(config, progress: bool = True) -> Path:
     folder = warm_start_dir(config)
     if is_complete(folder):
         return folder
-    from essa.sft.train import train_sft
 
     train_sft(config, folder, progress=progress,
               extra_summary={"cache_key": folder.name, "key_fields": warm_start_key_fields(config)})

@@ -13,6 +13,12 @@ from pathlib import Path
 import torch
 
 from essa.engines.base import Completion
+from essa.data import build_prompts, load_task
+from essa.engines import make_engine, sampling_from_config
+from essa.evaluation.evaluate import score_completions
+from essa.models import resolve_model_path
+from essa.rewards import get_reward
+from essa.sft.data import end_of_turn_id
 
 BACKENDS = ("auto", "engine", "transformers")
 
@@ -44,8 +50,6 @@ def _transformers_completions(config, candidates: list, prompts: list[str]):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from essa.models import resolve_model_path
-    from essa.sft.data import end_of_turn_id
 
     path = str(resolve_model_path(config.model.path))
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -64,7 +68,6 @@ def _transformers_completions(config, candidates: list, prompts: list[str]):
 
 def _engine_completions(config, candidates: list, prompts: list[str]):
     """Completions [candidate][prompt] from the configured engine (raises if it cannot apply adapters)."""
-    from essa.engines import make_engine, sampling_from_config
 
     engine = make_engine(config.model, config.engine, adapter_cfg=config.adapter,
                          planned_tokens=len(candidates) * len(prompts) * config.engine.max_tokens)
@@ -85,10 +88,6 @@ def evaluate_candidates(config, candidates: list, limit: int, backend: str = "au
     """
     from transformers import AutoTokenizer
 
-    from essa.data import build_prompts, load_task
-    from essa.evaluation.evaluate import score_completions
-    from essa.models import resolve_model_path
-    from essa.rewards import get_reward
 
     if backend not in BACKENDS:
         raise ValueError(f"eval backend {backend!r}: choose one of {', '.join(BACKENDS)}")

@@ -19,6 +19,8 @@ import torch
 from essa.config import ConfigError, to_dict
 from essa.sft.data import TokenizedExample, batch_indices, collate, tokenize_examples
 from essa.sft.publish import publish_folder, write_summary
+from essa.data import load_task
+from essa.models import resolve_model_path
 
 MAX_GRAD_NORM = 1.0  # clip: a few long answers in a batch of 8 must not blow up a step
 
@@ -117,8 +119,6 @@ def train_sft(config, output: str | Path, progress: bool = True,
     """
     from transformers import AutoTokenizer
 
-    from essa.data import load_task
-    from essa.models import resolve_model_path
 
     if config.sft.threads:
         torch.set_num_threads(config.sft.threads)

