@@ -10,11 +10,12 @@ safetensors, PEFT and vLLM read these files like any other.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
 import torch
+
+from essa.atomic import atomic_write
 
 _DTYPE_NAMES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 # numpy has no bfloat16: expose 2-byte types as int16 to get at their raw bytes.
@@ -46,9 +47,4 @@ def write_flat(path: str | Path, header: bytes, buffer: torch.Tensor) -> None:
     if not buffer.is_contiguous() or buffer.device.type != "cpu":
         raise ValueError("buffer must be a contiguous CPU tensor")
     raw = buffer.view(_RAW_VIEW[buffer.dtype]).numpy()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(header)
-        f.write(memoryview(raw).cast("B"))
-    os.replace(tmp, path)
+    atomic_write(path, [header, memoryview(raw).cast("B")])
