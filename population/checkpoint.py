@@ -1,6 +1,6 @@
 """Exact checkpoints of a strategy: header, checksum and pickle, written atomically.
 
-Layout (format 3): docs/population.md, "Checkpoint format". The whole strategy is pickled, its
+Layout (format 4): docs/population.md, "Checkpoint format". The whole strategy is pickled, its
 random generators and pycma's object included, so loading it in a fresh process and continuing
 gives bit-identical candidates. The large arrays go out of band: ``snapshot`` freezes a strategy
 without copying them when it replaces its arrays rather than changing them
@@ -31,7 +31,8 @@ import numpy as np
 import cma
 
 MAGIC = b"ESSAPOP\x00"
-FORMAT_VERSION = 3
+# 4: the layout of 3, with the synchronous cmaes-numpy state (whose pickled attributes changed).
+FORMAT_VERSION = 4
 _HEADER = struct.Struct("<8sIQ32s")  # magic, version, body length, sha256 of the body
 _BODY_HEAD = struct.Struct("<IQ")  # buffer count, payload length
 _ENTRY = struct.Struct("<BQ")  # kind (0 inline, 1 shared), length
@@ -250,7 +251,7 @@ def _check_header(path, head) -> None:
     version = _HEADER.unpack_from(head)[1]
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {version}, this code reads only "
-                              f"format {FORMAT_VERSION}")
+                              f"format {FORMAT_VERSION} (resume it with the version that wrote it)")
 
 
 def _read_writable(path) -> bytearray:

@@ -103,11 +103,12 @@ def test_other_format_versions_are_refused_by_number(tmp_path):
     path = tmp_path / "s.ckpt"
     population.save_checkpoint(make("cmaes-numpy"), path)
     data = bytearray(path.read_bytes())
-    data[8:12] = (2).to_bytes(4, "little")  # format 2, whose reader is gone
-    path.write_bytes(bytes(data))
-    for read in (population.load_checkpoint, population.shared_digests):
-        with pytest.raises(CheckpointError, match="format 2, this code reads only format 3"):
-            read(path)
+    for old in (2, 3):  # 2: its reader is gone; 3: the threaded cmaes-numpy's state
+        data[8:12] = old.to_bytes(4, "little")
+        path.write_bytes(bytes(data))
+        for read in (population.load_checkpoint, population.shared_digests):
+            with pytest.raises(CheckpointError, match=f"format {old}, this code reads only format 4"):
+                read(path)
     assert _HEADER.size == 52
 
 
