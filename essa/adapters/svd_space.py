@@ -96,6 +96,11 @@ class SvdSpace:
         self._entries = [(sl, g.offset + i * g.left.shape[1] * g.right.shape[2],
                           (g.left.shape[1], g.right.shape[2]))
                          for g in self._groups for i, sl in enumerate(g.slices)]
+        # For cutting a buffer into factors with one split: sizes in buffer order, and per
+        # module (in module order) the positions of its A and B among them.
+        self._sizes = [shape[0] * shape[1] for _, _, shape in self._entries]
+        position = {(sl.module, sl.factor): i for i, (sl, _, _) in enumerate(self._entries)}
+        self._module_parts = [(m, position[m, "A"], position[m, "B"]) for m in adapter.modules]
         self._headers: dict[torch.dtype, bytes] = {}
 
     @classmethod
@@ -165,9 +170,9 @@ class SvdSpace:
 
     def _candidate(self, flat: torch.Tensor, name: str) -> LoraCandidate:
         """A candidate whose factors are views into ``flat``, in module order."""
-        views = {(sl.module, sl.factor): flat[off : off + shape[0] * shape[1]].view(shape)
-                 for sl, off, shape in self._entries}
-        factors = {m: (views[m, "A"], views[m, "B"]) for m in self.adapter.modules}
+        views = [part.view(shape) for part, (_, _, shape) in
+                 zip(flat.split(self._sizes), self._entries)]
+        factors = {m: (views[a], views[b]) for m, a, b in self._module_parts}
         return LoraCandidate(factors, self.scale, self.adapter.config, name)
 
     # ---- rebuilding in another process -----------------------------------------------------
