@@ -22,13 +22,14 @@ import io
 import os
 import pickle
 import struct
-import tempfile
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import cma
+
+from population.atomic_file import write_atomic
 
 MAGIC = b"ESSAPOP\x00"
 # 4: the layout of 3, with the synchronous cmaes-numpy state (whose pickled attributes changed).
@@ -163,28 +164,6 @@ def write_snapshot(snap: Snapshot, path, arrays: ArrayFiles | None = None) -> No
         digest.update(part)
     length = sum(len(part) for part in parts)
     write_atomic(path, [_HEADER.pack(MAGIC, FORMAT_VERSION, length, digest.digest()), *parts])
-
-
-def write_atomic(path, parts) -> None:
-    """Write the bytes-like ``parts`` to ``path`` so that a crash leaves the old file or the
-    whole new one: temporary file in the same folder, fsync, rename, fsync of the folder."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.writelines(parts)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # some filesystems cannot fsync a folder: harmless
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_checkpoint(strategy, path) -> None:
