@@ -156,9 +156,17 @@ def test_reward_func_is_essas_reward_and_counts_completion_tokens():
     fn = essa_reward_func(get_reward("arithmetic"), counter, "essa_arithmetic")
     scores = fn(prompts=["p"] * 3, completions=["so 3 + 4 = 7\n#### 7", "#### 8",
                                                 [{"role": "assistant", "content": "#### 7"}]],
-                completion_ids=[[1, 2], [3], [4, 5, 6]], answer=["7", "7", "7"], trainer_state=None)
+                completion_ids=[[1, 2], [3], [4, 5, 6]], answer=["7", "7", "7"],
+                question=["3 + 4?"] * 3, trainer_state=None)
     assert scores == [1.0, 0.0, 1.0]
     assert counter.total == 6 and fn.__name__ == "essa_arithmetic"
+    # the reward sees the question column (plain text), not TRL's chat-templated prompts
+    seen = []
+    echo = essa_reward_func(lambda texts, golds, prompts=None: seen.extend(prompts) or [0.0] * len(texts),
+                            counter, "echo")
+    echo(prompts=["<|im_start|>user\nQ1", "<|im_start|>user\nQ2"], completions=["a", "b"],
+         completion_ids=[[1], [2]], answer=["1", "2"], question=["Q1", "Q2"])
+    assert seen == ["Q1", "Q2"]
 
 
 class _SlowScorer:

@@ -33,6 +33,15 @@ def user_module(tmp_path, monkeypatch):
         def not_a_list(completions, answers):
             return 1.0
 
+        def mentions_question(completions, answers, prompts=None):
+            return [float(p.split()[0].rstrip("?") in c) for c, p in zip(completions, prompts)]
+
+        def keyword_catch_all(completions, answers, **extra):
+            return [float(len(extra["prompts"][i])) for i in range(len(completions))]
+
+        def prompts_and_option(completions, answers, prompts=None, weight=1.0):
+            return [weight * (p is not None) for p in (prompts or [None] * len(completions))]
+
         NOT_CALLABLE = 3
         """
     )
@@ -77,3 +86,46 @@ def test_load_errors_name_module_and_attribute(user_module):
         get_reward(f"{user_module}:NOT_CALLABLE")
     with pytest.raises(UserRewardError, match="module:function"):
         get_reward(":score")
+
+
+def test_rewards_naming_prompts_receive_the_question_texts(user_module):
+    reward = get_reward(f"{user_module}:mentions_question")
+    assert reward(["apples are red", "no"], ["", ""], prompts=["apples?", "pears?"]) == [1.0, 0.0]
+    assert get_reward(f"{user_module}:keyword_catch_all")(["a", "b"], ["", ""], prompts=["xy", "xyz"]) == [2.0, 3.0]
+    # options still arrive beside prompts; without prompts the function is given None
+    weighted = get_reward(f"{user_module}:prompts_and_option", weight=0.5)
+    assert weighted(["a"], [""], prompts=["q"]) == [0.5]
+    assert weighted(["a"], [""]) == [0.0]
+
+
+def test_two_argument_rewards_keep_working_when_prompts_are_passed(user_module):
+    reward = get_reward(f"{user_module}:length_bonus", scale=2.0)
+    assert reward(["12345", ""], ["a", "b"], prompts=["p", "q"]) == [1.0, 0.0]
+
+
+def test_prompts_of_the_wrong_length_or_type_raise(user_module):
+    reward = get_reward(f"{user_module}:mentions_question")
+    with pytest.raises(ValueError, match="2 completions but 1 prompts"):
+        reward(["a", "b"], ["", ""], prompts=["q"])
+    with pytest.raises(TypeError, match="list of prompts"):
+        reward(["a"], [""], prompts="q")
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "gsm8k", "math"])
+def test_built_in_rewards_accept_and_ignore_prompts(name):
+    reward = get_reward(name)
+    completions, answers = ["#### 7 so \\boxed{7}", "#### 8 \\boxed{8}"], ["7", "7"]
+    assert reward(completions, answers, prompts=["q1", "q2"]) == reward(completions, answers) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="prompts"):
+        reward(completions, answers, prompts=["q1"])
+
+
+def test_score_completions_passes_each_items_question(user_module):
+    from essa.data.example import Example
+    from essa.engines.base import Completion
+    from essa.evaluation.evaluate import score_completions
+
+    examples = [Example("a", "apples today?", "1"), Example("b", "pears now?", "2")]
+    completions = [[Completion("apples!", 2), Completion("no", 1)], [Completion("pears", 1)]]
+    scores = score_completions(get_reward(f"{user_module}:mentions_question"), completions, examples)
+    assert scores == [[1.0, 0.0], [1.0]]

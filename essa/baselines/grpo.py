@@ -85,15 +85,17 @@ def load_policy(config, model_path: Path):
 
 
 def essa_reward_func(reward, counter: TokenCount, name: str):
-    """ESSA's reward as a TRL reward function: ``completions`` and the ``answer`` column in, floats out.
+    """ESSA's reward as a TRL reward function: ``completions`` and the ``answer`` and ``question``
+    columns in, floats out.
 
     It also counts the sampled completion tokens (``completion_ids``, end-of-turn token included,
     as the engines count them).
     """
-    def reward_func(prompts, completions, completion_ids, answer, **_):
+    def reward_func(prompts, completions, completion_ids, answer, question, **_):
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
         counter.total += sum(len(ids) for ids in completion_ids)
-        return [float(x) for x in reward(texts, list(answer))]
+        # the question text, as ESSA's workers pass it (TRL's ``prompts`` are chat-templated)
+        return [float(x) for x in reward(texts, list(answer), prompts=list(question))]
 
     reward_func.__name__ = name  # TRL names its reward metrics after it
     return reward_func
@@ -263,7 +265,7 @@ def run_grpo(config, run_dir: str | Path, progress: bool = False) -> dict:
     tokens = TokenCount()
     dataset = Dataset.from_dict({
         "prompt": build_prompts(tokenizer, train, task.instruction, cfg.model.chat_template),
-        "answer": [e.answer for e in train]})
+        "answer": [e.answer for e in train], "question": [e.question for e in train]})
 
     model, start = load_policy(cfg, model_path)
     metrics = MetricsWriter(run_dir / "metrics.jsonl")

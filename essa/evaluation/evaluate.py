@@ -32,10 +32,12 @@ class EvalResult:
 
 def score_completions(reward: Callable, completions: list[list[Completion]],
                       examples: Sequence[Example]) -> list[list[float]]:
-    """Reward every sample of every item, in one batched reward call."""
+    """Reward every sample of every item, in one batched reward call (the reward sees each
+    item's question text, not the chat-templated prompt)."""
     texts = [c.text for cs in completions for c in cs]
     golds = [e.answer for e, cs in zip(examples, completions) for _ in cs]
-    flat = reward(texts, golds)
+    questions = [e.question for e, cs in zip(examples, completions) for _ in cs]
+    flat = reward(texts, golds, prompts=questions)
     out, pos = [], 0
     for cs in completions:
         out.append([float(x) for x in flat[pos:pos + len(cs)]])

@@ -5,20 +5,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from essa.rewards.batch import checked_batch, checked_format_reward
+from essa.rewards.batch import checked_batch, checked_format_reward, checked_prompts
 from essa.rewards.gsm8k import score_numeric
 from essa.rewards.numeric_answer import parse_gold_number
 
 
 def score_arithmetic(
-    completions: Sequence[str], answers: Sequence[str], *, format_reward: float = 0.0
+    completions: Sequence[str], answers: Sequence[str], prompts: Sequence[str] | None = None,
+    *, format_reward: float = 0.0
 ) -> list[float]:
     """Score completions against integer gold answers (strict ``#### n``, gsm8k number rules).
 
     A gold answer that is not an integer string ("-12" is fine, "1.5" or "x" are not) can never
-    be matched: its items score 0.0 (or the format reward).
+    be matched: its items score 0.0 (or the format reward). ``prompts`` are not needed.
     """
     texts, golds = checked_batch(completions, answers)
+    checked_prompts(prompts, len(texts))
     scores = []
     for text, gold_text in zip(texts, golds):
         gold = parse_gold_number(gold_text) if "####" not in gold_text else None

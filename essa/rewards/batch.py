@@ -4,6 +4,7 @@ A reward never raises on completion text: a completion that is not a string (``N
 failed generation) is scored as the empty string. Gold answers may arrive as numbers (amc23
 stores ``27.0``); they are turned into text. Mismatched list lengths are a caller's bug and do
 raise.
+Prompts, when a caller passes them, are the question texts (not the chat-templated strings).
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ def checked_batch(completions: Sequence[object], answers: Sequence[object]) -> t
     texts = [c if isinstance(c, str) else "" for c in completions]
     golds = [_gold_text(a) for a in answers]
     return texts, golds
+
+
+def checked_prompts(prompts: Sequence[object] | None, n: int) -> list[str] | None:
+    """The question texts a reward may see, one per completion (None: not given)."""
+    if prompts is None:
+        return None
+    if isinstance(prompts, str):
+        raise TypeError("a reward takes a list of prompts, not a single string")
+    if len(prompts) != n:
+        raise ValueError(f"{n} completions but {len(prompts)} prompts")
+    return [p if isinstance(p, str) else "" for p in prompts]
 
 
 def _gold_text(answer: object) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Literal
 
-from essa.rewards.batch import checked_batch, checked_format_reward
+from essa.rewards.batch import checked_batch, checked_format_reward, checked_prompts
 from essa.rewards.numeric_answer import flexible_answer, parse_gold_number, strict_answer
 
 Mode = Literal["strict", "flexible"]
@@ -31,12 +31,15 @@ def score_numeric(
 def score_gsm8k(
     completions: Sequence[str],
     answers: Sequence[str],
+    prompts: Sequence[str] | None = None,
     *,
     mode: Mode = "strict",
     format_reward: float = 0.0,
 ) -> list[float]:
-    """Score completions against GSM8K gold answers (bare numbers or full ``#### n`` texts)."""
+    """Score completions against GSM8K gold answers (bare numbers or full ``#### n`` texts);
+    ``prompts`` are not needed."""
     texts, golds = checked_batch(completions, answers)
+    checked_prompts(prompts, len(texts))
     return [
         score_numeric(text, parse_gold_number(gold), mode, format_reward)
         for text, gold in zip(texts, golds)

@@ -12,7 +12,7 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from essa.rewards.batch import checked_batch, checked_format_reward
+from essa.rewards.batch import checked_batch, checked_prompts, checked_format_reward
 from essa.rewards.boxed import last_boxed
 from essa.rewards.fast_path import fast_verdict
 from essa.rewards.verify_pool import shared_pool
@@ -52,11 +52,13 @@ def _prediction(completion: str, options: MathOptions) -> tuple[str, bool] | Non
 
 
 def score_math(
-    completions: Sequence[str], answers: Sequence[str], *, options: MathOptions = MathOptions()
+    completions: Sequence[str], answers: Sequence[str], prompts: Sequence[str] | None = None,
+    *, options: MathOptions = MathOptions()
 ) -> list[float]:
     """Score completions against MATH-style gold answers (1.0 right, 0.0 wrong or unscorable;
-    ``options.format_reward`` for a boxed but wrong answer)."""
+    ``options.format_reward`` for a boxed but wrong answer). ``prompts`` are not needed."""
     texts, golds = checked_batch(completions, answers)
+    checked_prompts(prompts, len(texts))
     scores = [0.0] * len(texts)
     boxed_found = [False] * len(texts)
     jobs, job_items = [], []

@@ -9,12 +9,22 @@ from essa.rewards.gsm8k import make_gsm8k_reward
 from essa.rewards.math_reward import make_math_reward
 from essa.rewards.user_reward import load_user_reward
 
-RewardFn = Callable[[list[str], list[str]], list[float]]
-"""``reward(completions, answers) -> scores``: 1.0 correct, 0.0 wrong or unscorable."""
+RewardFn = Callable[..., list[float]]
+"""``reward(completions, answers, prompts=None) -> scores``: one float per completion (1.0
+correct, 0.0 wrong or unscorable). ``prompts`` are the items' question texts; a reward that does
+not need them ignores them."""
+
+
+def make_ifeval_reward(**options) -> RewardFn:
+    """The ifeval reward, imported on first use (its checkers pull in NLTK and ``datasets``)."""
+    from essa.rewards.ifeval import make_ifeval_reward as make
+    return make(**options)
+
 
 BUILT_IN: dict[str, Callable[..., RewardFn]] = {
     "arithmetic": make_arithmetic_reward,
     "gsm8k": make_gsm8k_reward,
+    "ifeval": make_ifeval_reward,
     "math": make_math_reward,
 }
 
@@ -22,9 +32,10 @@ BUILT_IN: dict[str, Callable[..., RewardFn]] = {
 def get_reward(name: str, **options) -> RewardFn:
     """Return the reward called ``name`` built with ``options``.
 
-    ``name`` is a built-in reward (``arithmetic``, ``gsm8k``, ``math``; see docs/rewards.md for
-    their options) or ``"module:function"`` for a user reward, whose options are passed to it on
-    every call. The result maps ``(completions, answers)`` to one float per completion.
+    ``name`` is a built-in reward (``arithmetic``, ``gsm8k``, ``ifeval``, ``math``; see
+    docs/rewards.md for their options) or ``"module:function"`` for a user reward, whose options
+    are passed to it on every call. The result maps ``(completions, answers, prompts=None)`` to
+    one float per completion.
     """
     if name in BUILT_IN:
         try:

@@ -1,7 +1,10 @@
 """Rewards written by users, named ``"package.module:function"``.
 
-The function has the built-in signature ``fn(completions, answers, **options) -> list`` and may
-return ``None`` for an item it cannot score (it counts as 0.0, as in TRL's reward functions).
+The function has the built-in signature ``fn(completions, answers, **options) -> list``, or
+``fn(completions, answers, prompts=None, **options)`` to see each item's question text (a
+function is given ``prompts`` when it names that parameter or takes ``**kwargs``; two-argument
+functions written before prompts existed keep working). It may return ``None`` for an item it
+cannot score (it counts as 0.0, as in TRL's reward functions).
 Its outputs are checked on every call: a wrong length or a non-number is a bug in the user's
 code and raises, naming the function, rather than silently corrupting the fitness.
 """
@@ -9,10 +12,11 @@ code and raises, naming the function, rather than silently corrupting the fitnes
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Sequence
 
-from essa.rewards.batch import checked_batch
+from essa.rewards.batch import checked_batch, checked_prompts
 
 
 class UserRewardError(Exception):
@@ -46,14 +50,30 @@ class UserReward:
 
     def __init__(self, spec: str, function: Callable, options: dict):
         self.spec, self.function, self.options = spec, function, options
+        self.takes_prompts = takes_prompts(function)
 
-    def __call__(self, completions: Sequence[str], answers: Sequence[str]) -> list[float]:
+    def __call__(self, completions: Sequence[str], answers: Sequence[str],
+                 prompts: Sequence[str] | None = None) -> list[float]:
         texts, golds = checked_batch(completions, answers)
-        raw = self.function(texts, golds, **self.options)
+        questions = checked_prompts(prompts, len(texts))
+        if self.takes_prompts:
+            raw = self.function(texts, golds, prompts=questions, **self.options)
+        else:
+            raw = self.function(texts, golds, **self.options)
         return validated_scores(raw, len(texts), self.spec)
 
     def __repr__(self) -> str:
         return f"UserReward({self.spec!r})"
+
+
+def takes_prompts(function: Callable) -> bool:
+    """Whether ``function`` accepts a ``prompts`` keyword (named, or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature: call them the old way
+        return False
+    return any(p.name == "prompts" and p.kind is not p.POSITIONAL_ONLY or p.kind is p.VAR_KEYWORD
+               for p in parameters)
 
 
 def validated_scores(raw: object, expected: int, spec: str) -> list[float]:
