@@ -6,6 +6,9 @@ Kinds (``fitness.kind``):
   the candidate (prompt log-probabilities, no generation). Dense: it moves when the model moves
   toward the solution even before an answer flips, which matters at small batch sizes.
 - ``hybrid``: ``accuracy + hybrid_weight * loglik``.
+- ``reward_model``: mean score of a reward model (``essa.reward_model``) on the generations,
+  each pair being the item's question and the completion; optionally minus the base model's
+  score on the same question (``fitness.reward_model.baseline``).
 The reward is the same function ``essa-eval`` uses: one code path for training and evaluation.
 
 :class:`Score` is the one score type from the reward to ``strategy.tell``: the engine pass makes
@@ -36,7 +39,7 @@ class Score:
     """
 
     items: np.ndarray  # (n,) float64 fitness of each item; the candidate's fitness is their mean
-    rewards: np.ndarray | None = None  # (n,) reward of each item (kinds accuracy and hybrid)
+    rewards: np.ndarray | None = None  # (n,) reward of each item (accuracy, hybrid, reward_model: raw)
     logliks: np.ndarray | None = None  # (n,) reference log-likelihood of each item (loglik, hybrid)
     tokens: int = 0
     seconds: float = 0.0  # time spent scoring it (its share of the engine pass)
@@ -83,14 +86,24 @@ def reference_continuations(examples: Sequence[Example], eos: str = "") -> list[
 
 def score_candidates(engine, candidates: Sequence[Any], examples: Sequence[Example],
                      prompts: Sequence[str], reward: Callable, kind: str,
-                     sampling: SamplingSettings, hybrid_weight: float = 0.1) -> list[Score]:
-    """Fitness of every candidate on the same prompts (common random numbers across candidates)."""
+                     sampling: SamplingSettings, hybrid_weight: float = 0.1,
+                     reward_model=None, baseline: dict | None = None) -> list[Score]:
+    """Fitness of every candidate on the same prompts (common random numbers across candidates).
+
+    Kind ``reward_model`` needs ``reward_model`` (an ``essa.reward_model.scorer.RewardModelScorer``);
+    ``baseline``, when given, turns the baseline on: a dict item id -> the base model's reward,
+    filled here and reused while decoding is greedy (the same base completion every time).
+    """
     t0 = time.time()
     n = len(candidates)
     rewards: list[np.ndarray | None] = [None] * n  # per candidate, per prompt
     logliks: list[np.ndarray | None] = [None] * n
     tokens = [0] * n
+    if kind == "reward_model":
+        rewards, base, tokens = _reward_model_pass(engine, candidates, examples, prompts, sampling,
+                                                   reward_model, baseline)
     if kind in ("accuracy", "hybrid"):
+        _check_answers(examples, kind)
         completions = engine.generate(list(prompts), list(candidates), sampling)
         for i, per_prompt in enumerate(completions):
             rewards[i] = np.array([s[0] for s in score_completions(reward, per_prompt, examples)], float)
@@ -103,8 +116,40 @@ def score_candidates(engine, candidates: Sequence[Any], examples: Sequence[Examp
             tokens[i] += sum(s.num_tokens for s in scores)
     seconds = round((time.time() - t0) / max(n, 1), 3)
     items = {"accuracy": lambda i: rewards[i], "loglik": lambda i: logliks[i],
-             "hybrid": lambda i: rewards[i] + hybrid_weight * logliks[i]}[kind]
+             "hybrid": lambda i: rewards[i] + hybrid_weight * logliks[i],
+             "reward_model": lambda i: rewards[i] - base}[kind]
     return [Score(items(i), rewards[i], logliks[i], tokens[i], seconds) for i in range(n)]
+
+
+def _reward_model_pass(engine, candidates, examples, prompts, sampling, reward_model, baseline):
+    """Generate and score with the reward model: (rewards per candidate (b,), the baseline to
+    subtract (b,) or 0.0, tokens per candidate). The base model's completions join the same
+    engine pass when some item's base reward is not known yet."""
+    if reward_model is None:
+        raise ValueError("fitness.kind reward_model needs a reward model scorer (fitness.reward_model)")
+    ids, questions = [e.id for e in examples], [e.question for e in examples]
+    greedy = sampling.temperature == 0
+    with_base = baseline is not None and not (greedy and all(i in baseline for i in ids))
+    completions = engine.generate(list(prompts), list(candidates) + ([None] if with_base else []),
+                                  sampling)
+    rewards = [reward_model.score(questions, [c[0].text for c in per_prompt])
+               for per_prompt in completions]
+    tokens = [sum(c[0].num_tokens for c in per_prompt) for per_prompt in completions]
+    if with_base:  # the base model's row, appended last
+        base_rewards = rewards.pop()
+        tokens[0] += tokens.pop()  # counted once, with the pass's first candidate
+        if not greedy:
+            return rewards, base_rewards, tokens
+        baseline.update(zip(ids, base_rewards.tolist()))
+    base = np.array([baseline[i] for i in ids], float) if baseline is not None else 0.0
+    return rewards, base, tokens
+
+
+def _check_answers(examples: Sequence[Example], kind: str) -> None:
+    """A verifiable reward needs gold answers: prompt-only data (all answers empty) is refused."""
+    if examples and not any(e.answer.strip() for e in examples):
+        raise ValueError(f"fitness.kind {kind} needs gold answers; the items have none (e.g. "
+                         f"{examples[0].id}): set task.answer_field, or use fitness.kind reward_model")
 
 
 def _mean(values: np.ndarray | None) -> float | None:

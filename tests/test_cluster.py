@@ -47,6 +47,7 @@ PAPER_CONFIGS = {
     "qwen2.5-32b-math-int8.yaml": "qwen2.5-32b",
     "qwen2.5-32b-math-bf16.yaml": "qwen2.5-32b",
     "llama3.1-8b-gsm8k.yaml": "llama3.1-8b",
+    "llama3.1-8b-ifeval.yaml": "llama3.1-8b",
 }
 
 

@@ -56,6 +56,20 @@ def test_bad_choice_lists_allowed_values():
     assert "model.quantization" in str(err.value) and "'int4'" in str(err.value)
 
 
+def test_reward_options_reach_the_reward_and_a_wrong_option_is_named(tmp_path):
+    path = write(tmp_path, "task:\n  dataset: ifeval\n  reward_options:\n    level: instruction\n")
+    config = load_config(path)
+    assert config.task.reward_options == {"level": "instruction"}
+    assert load_config(None, ["task.dataset=gsm8k", "task.reward_options.mode=flexible"]
+                       ).task.reward_options == {"mode": "flexible"}
+    with pytest.raises(ConfigError, match="reward 'ifeval' has no option 'levle'; its options are level, loose"):
+        load_config(None, ["task.dataset=ifeval", "task.reward_options.levle=instruction"])
+    with pytest.raises(ConfigError, match="reward 'gsm8k' has no option 'level'"):
+        load_config(None, ["task.dataset=gsm8k", "task.reward=gsm8k", "task.reward_options.level=x"])
+    with pytest.raises(ConfigError, match="task.reward_options: expected a mapping"):
+        load_config(None, ["task.reward_options=3"])
+
+
 def test_out_of_range_values_are_refused():
     with pytest.raises(ConfigError, match="engine.temperature: must be >= 0"):
         load_config(None, ["engine.temperature=-1"])

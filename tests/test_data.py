@@ -71,8 +71,23 @@ def test_missing_dataset_file_and_field_are_named(tmp_path):
     path.write_text(json.dumps({"question": "q", "answer": "1"}) + "\n")
     with pytest.raises(KeyError, match="'solution_text'"):
         load_task(TaskConfig(dataset=str(path), answer_field="solution_text"))
-    with pytest.raises(FileNotFoundError, match="folder not found"):
+    with pytest.raises(FileNotFoundError, match=f"not found: {tmp_path}/gsm8k/train.jsonl or"):
         load_task(TaskConfig(dataset="gsm8k", data_dir=str(tmp_path)))
+
+
+def test_ifeval_task_trains_on_generated_prompts_and_tests_on_ifeval():
+    task = load_task(TaskConfig(dataset="ifeval"))
+    assert task.reward == "ifeval" and task.instruction == ""
+    assert len(task.split("test")) == 541
+    assert len(task.split("train")) + len(task.split("validation")) == 7473
+    test_questions = {e.question for e in task.split("test")}
+    assert not test_questions & {e.question for e in task.split("train") + task.split("validation")}
+    first = task.split("test")[0]
+    spec = json.loads(first.answer)  # the constraints travel as a JSON string
+    assert set(spec) == {"instruction_id_list", "kwargs"}
+    assert len(spec["instruction_id_list"]) == len(spec["kwargs"]) >= 1
+    assert first.solution == ""
+    assert all(json.loads(e.answer)["instruction_id_list"] for e in task.split("train")[:50])
 
 
 def _replay(solution: str) -> int:
@@ -130,3 +145,21 @@ def test_prompt_uses_chat_template_and_instruction(demo_model):
     assert "What is 2 + 2?\nEnd with '#### <number>'." in prompt
     plain = build_prompt(tok, "What is 2 + 2?", "", chat_template=False)
     assert plain == "What is 2 + 2?\n"
+
+
+def test_a_file_of_ifeval_schema_rows_is_an_ifeval_task(tmp_path):
+    from essa.data.constraints import write_constrained_jsonl
+
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"question": f"Describe the number {i}."}) + "\n" for i in range(10)))
+    write_constrained_jsonl(questions, tmp_path / "train.jsonl", seed=1)
+    task = load_task(TaskConfig(dataset=str(tmp_path / "train.jsonl"), validation_size=2))
+    assert task.reward == "ifeval" and task.instruction == ""
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    examples = task.split("train") + task.split("validation")
+    assert len(examples) == 10
+    by_question = {e.question: e for e in examples}
+    for row in rows:
+        example = by_question[row["prompt"]]
+        assert json.loads(example.answer) == {"instruction_id_list": row["instruction_id_list"],
+                                              "kwargs": row["kwargs"]}

@@ -62,6 +62,15 @@ def test_report_names_a_dense_fitness_and_handles_an_unfinished_run(tmp_path):
     assert "| 3 | - | 3,000 | 1 min 30 s |" in text
 
 
+def test_report_of_a_reward_model_run_gives_scores_not_percentages(tmp_path):
+    text = write_report(fake_run(tmp_path / "r3", fitness="reward_model")).read_text()
+    assert "the reward model's mean score" in text
+    assert "| SFT warm start | 0.4000 | 0.3800 |" in text and "| ESSA (mean vector) | 0.5200 | 0.4550 |" in text
+    assert "ESSA minus SFT warm start on test: +0.0750." in text
+    assert "| generation | reward-model score |" in text and "| 2 | 0.5200 |" in text
+    assert "%" not in text.split("| model |")[1].split("ESSA minus")[0]
+
+
 def test_essa_report_cli_and_missing_metrics_error(tmp_path):
     run = fake_run(tmp_path / "r3")
     ok = subprocess.run([str(BIN / "essa"), "report", str(run)], capture_output=True, text=True)

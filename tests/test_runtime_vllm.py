@@ -47,6 +47,7 @@ def test_demo_config_shrunk_under_mpirun_three_ranks_real_engines(tmp_path, demo
     assert len(list((tmp_path / "warm-start").glob("*/adapter_model.safetensors"))) == 1
     summary = json.loads((run_dir / "summary.json").read_text())
     assert set(summary["test"]["accuracy"]) == {"base", "start", "mean"}
+    assert summary["start_adapter"] == str(next((tmp_path / "warm-start").glob("*/adapter_model.safetensors")).parent)
     assert set(summary["validation"]["accuracy"]) == {"base", "start", "mean"}
     assert summary["search_dimension"] == 30 * 4 * 2 * 8 and summary["popsize"] == 4
     for label in ("best", "mean"):

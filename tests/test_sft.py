@@ -151,6 +151,21 @@ def test_cache_trains_once_and_keys_on_training_settings(tiny_model, tmp_path, m
         ensure_warm_start(make_config(tiny_model, tmp_path, "adapter.init=fresh"))
 
 
+def test_ifeval_task_trains_its_warm_start_on_sft_dataset(tiny_model, tmp_path):
+    config = make_config(tiny_model, tmp_path, "task.dataset=ifeval", "sft.steps=1")
+    with pytest.raises(ValueError, match="no reference responses.*sft.dataset"):
+        train_sft(config, tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()
+    config = make_config(tiny_model, tmp_path, "task.dataset=ifeval", "sft.steps=1", "sft.dataset=gsm8k",
+                         "sft.max_examples=4", "sft.max_length=96")
+    result = train_sft(config, tmp_path / "adapter", progress=False)
+    assert result.examples == 4 and result.target_tokens > 0
+    # the key holds the SFT dataset: the same task with another sft.dataset trains another adapter
+    assert warm_start_key(config) != warm_start_key(make_config(
+        tiny_model, tmp_path, "task.dataset=ifeval", "sft.steps=1", "sft.dataset=arithmetic",
+        "sft.max_examples=4", "sft.max_length=96"))
+
+
 def test_unknown_target_module_is_a_clear_config_error(tiny_model, tmp_path, capsys):
     config = make_config(tiny_model, tmp_path, "adapter.target_modules=q_proj,qkv_proj")
     with pytest.raises(ConfigError, match=r"\['qkv_proj'\] not found.*'q_proj'"):

@@ -261,7 +261,7 @@ def run_grpo(config, run_dir: str | Path, progress: bool = False) -> dict:
     train = task.split(cfg.task.train_split)
     if not train:
         raise ValueError(f"task {task.name!r}: the {cfg.task.train_split!r} split is empty")
-    reward = get_reward(task.reward)
+    reward = get_reward(task.reward, **cfg.task.reward_options)
     tokens = TokenCount()
     dataset = Dataset.from_dict({
         "prompt": build_prompts(tokenizer, train, task.instruction, cfg.model.chat_template),

@@ -5,11 +5,14 @@
     essa-eval --datasets math500 --samples 8 --temperature 0.6  # avg@8 and pass@k
 
     essa-eval --datasets /data/my_problems.jsonl                # every row of a local file
+    essa-eval --datasets ifeval --max-tokens 512                # IFEval's four numbers
 
 A benchmark is scored on its test split (the config's ``task.test_split``), a file named by path on
 all its rows; ``--split`` picks a split for both. Writes ``summary.json`` (after every dataset)
 and ``completions-<name>.jsonl`` (``<name>`` a slug of the dataset name or file stem) into
-``--output`` and prints a table.
+``--output`` and prints a table. A dataset scored by the ifeval reward also gets IFEval's
+standard numbers (prompt- and instruction-level accuracy, strict and loose) and the strict
+accuracy of every constraint type.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", help="a PEFT LoRA adapter folder to apply, or an essa-train run "
                         "directory (its adapter_mean/)")
     parser.add_argument("--datasets", help="comma-separated: arithmetic, gsm8k, math500, aime24, "
-                        "amc23, minerva_math, olympiadbench, or a file path (default: the config's task)")
+                        "amc23, minerva_math, olympiadbench, ifeval, or a file path (default: the config's task)")
     parser.add_argument("--split", help="split to evaluate (default: a benchmark's test split, "
                         "every row of a file named by path)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N items of each dataset")
@@ -98,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         prompts = build_prompts(engine.tokenizer, examples, task.instruction, config.model.chat_template)
         log.info("%s: %d items (%s) ...", name, len(examples), split)
-        result = evaluate(engine, prompts, examples, get_reward(task.reward), sampling,
+        # the config's reward options belong to its own task; other datasets use their defaults
+        options = config.task.reward_options if name == config.task.dataset else {}
+        result = evaluate(engine, prompts, examples, get_reward(task.reward, **options), sampling,
                           candidate=adapter.candidate if adapter else None)
         if args.samples > 1:
             stats = summarize_scores(sample_scores=result.scores, k=args.samples).as_dict()
@@ -106,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             stats = summarize_scores(greedy_scores=[s[0] for s in result.scores]).as_dict()
         stats.update(split=split, reward=task.reward, tokens=result.tokens,
                      seconds=round(time.time() - t0, 1), completions=files[name])
+        if task.reward == "ifeval":
+            stats["ifeval"] = ifeval_numbers(result)
         summary["datasets"][name] = stats
         path = output / files[name]
         try:
@@ -185,6 +192,15 @@ def completions_files(names: list[str]) -> dict[str, str]:
     return files
 
 
+def ifeval_numbers(result) -> dict:
+    """IFEval's four numbers on the first sample of every item, and each constraint type's
+    strict accuracy (``{id: [passed, total]}``)."""
+    from essa.rewards.ifeval import ifeval_summary
+    texts = [cs[0].text for cs in result.completions]
+    return ifeval_summary(texts, [e.answer for e in result.examples],
+                          prompts=[e.question for e in result.examples])
+
+
 def adapter_folder(path: Path) -> Path:
     """A PEFT folder as given, or a run directory's searched adapter (adapter_mean, then _best)."""
     for name in ("adapter_mean", "adapter_best"):
@@ -207,7 +223,23 @@ def _print_table(summary: dict) -> None:
         table.add_row(name, s["split"], str(s["items"]), fmt(s["greedy_accuracy"]), fmt(s["avg_at_k"]),
                       fmt(s["pass_at_k"]), str(s["tokens"]), str(s["seconds"]))
     # A pipe or a log file has no width to fit: rich's default of 80 would fold benchmark names.
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(table)
+    for name, s in summary["datasets"].items():
+        if "ifeval" in s:
+            console.print(_ifeval_table(name, s["ifeval"]))
+
+
+def _ifeval_table(name: str, numbers: dict):
+    """IFEval's standard four numbers, as its own report lays them out."""
+    from rich.table import Table
+    table = Table(title=f"{name}: IFEval accuracy")
+    for col in ("level", "strict", "loose"):
+        table.add_column(col, justify="right" if col != "level" else "left")
+    for level in ("prompt", "instruction"):
+        table.add_row(f"{level}-level", f"{100 * numbers[f'{level}_strict']:.1f}%",
+                      f"{100 * numbers[f'{level}_loose']:.1f}%")
+    return table
 
 
 if __name__ == "__main__":

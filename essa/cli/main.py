@@ -5,6 +5,7 @@
     essa report RUN_DIR           # write report.md + fitness.png of an essa-train run
     essa sweep plan|cell|sbatch|summary SWEEP.yaml   # sweeps as SLURM array jobs (docs/cluster.md)
     essa compare RUN_DIR ...      # accuracy vs time and tokens across runs (compare.md/.png)
+    essa constrain IN OUT         # attach random IFEval constraints to questions (seeded)
     essa train|sft|eval|grpo ...  # same as essa-train, essa-sft, essa-eval, essa-grpo
 """
 
@@ -66,8 +67,32 @@ def _compare(argv: list[str]) -> int:
     return compare(argv)
 
 
+def _constrain(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="essa constrain", description="Attach random IFEval-style "
+                                     "constraints (IFEval's own instruction classes, seeded) to the "
+                                     "questions of a JSONL file, writing IFEval-schema rows that "
+                                     "task.reward ifeval scores (docs/data.md).")
+    parser.add_argument("input", help="JSONL file of questions")
+    parser.add_argument("output", help="JSONL file to write (atomically)")
+    parser.add_argument("--question-field", default="question", help="field holding the question text")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draw (same seed, same rows)")
+    parser.add_argument("--min", type=int, default=1, dest="min_constraints", help="fewest constraints per row")
+    parser.add_argument("--max", type=int, default=3, dest="max_constraints", help="most constraints per row")
+    args = parser.parse_args(argv)
+    from essa.data.constraints import write_constrained_jsonl
+    try:
+        rows = write_constrained_jsonl(args.input, args.output, args.question_field, args.seed,
+                                       min_constraints=args.min_constraints,
+                                       max_constraints=args.max_constraints)
+    except (OSError, ValueError) as exc:
+        print(f"essa constrain: {exc}", file=sys.stderr)
+        return 2
+    print(f"{rows} rows -> {args.output}")
+    return 0
+
+
 COMMANDS = {"prepare-model": _prepare_model, "config": _config, "report": _report, "sweep": _sweep,
-            "compare": _compare}
+            "compare": _compare, "constrain": _constrain}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,10 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{name}: {value!r} does not match {tp}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}  # values stay YAML scalars
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):  # `--set x=a,b` style convenience

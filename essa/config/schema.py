@@ -8,7 +8,7 @@ once after loading (see :mod:`essa.config.loader`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from population.factory import STRATEGY_NAMES
 
@@ -101,13 +101,25 @@ class TaskConfig:
                            "'#### n'); empty means the known dataset's default.")
     instruction: str = _f("", "Instruction appended to each question; empty means the task's default "
                           "(e.g. 'end with #### n' or 'put the final answer in \\boxed{}').")
-    reward: str = _f("", "Reward name (arithmetic, gsm8k, math) or 'module:function'; empty means the "
-                     "dataset's default.")
+    reward: str = _f("", "Reward name (arithmetic, gsm8k, ifeval, math) or 'module:function'; empty "
+                     "means the dataset's default.")
+    reward_options: dict[str, Any] = _f({}, "Options of the reward, used in the search and in every "
+                                        "evaluation (docs/rewards.md), e.g. {level: instruction} "
+                                        "for ifeval or {mode: flexible} for gsm8k.")
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig,
                                          metadata={"help": "Knobs of the synthetic demo task."})
 
     def validate(self) -> None:
         _check(self.validation_size >= 1, "task.validation_size: must be >= 1")
+        if self.reward_options:
+            from essa.data.loading import KNOWN_DATASETS
+            from essa.rewards.registry import check_reward_options
+            known = KNOWN_DATASETS.get(self.dataset)
+            default = "arithmetic" if self.dataset == "arithmetic" else known.reward if known else ""
+            try:
+                check_reward_options(self.reward or default, self.reward_options)
+            except ValueError as error:
+                raise ConfigError(f"task.reward_options: {error}") from None
         self.arithmetic.validate()
 
 
@@ -148,6 +160,9 @@ class SFTConfig:
     max_length: int = _f(384, "Truncate prompt + answer to this many tokens.")
     threads: int = _f(0, "torch CPU threads; 0 leaves torch's default.")
     eval_examples: int = _f(200, "Validation examples scored after training (0: skip).")
+    dataset: str = _f("", "Dataset the warm start is trained on (any task.dataset value, read with "
+                      "the default fields); empty: the search task's. A task without reference "
+                      "solutions (ifeval) needs another one, e.g. gsm8k.")
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "max_examples", "max_length"):
@@ -158,20 +173,62 @@ class SFTConfig:
 
 
 @dataclass
-class FitnessConfig:
-    """What a candidate is scored on (essa.fitness): the paper's accuracy, or a denser signal."""
+class RewardModelConfig:
+    """The reward model of fitness.kind reward_model (essa/reward_model/): a local Hugging Face
+    sequence-classification model that scores each (question, completion) pair."""
 
-    kind: Literal["accuracy", "loglik", "hybrid"] = _f(
+    path: str = _f("", "Local Hugging Face folder of an AutoModelForSequenceClassification reward "
+                   "model (an architecture *ForSequenceClassification with a score head, e.g. "
+                   "Skywork-Reward-Llama-3.1-8B); nothing is downloaded.")
+    output: int | str = _f(0, "Which output is the reward: an index into the model's logits, or a "
+                           "label name from its config.json id2label.")
+    dtype: Literal["auto", "float32", "bfloat16", "int8"] = _f(
+        "auto", "auto: bfloat16 where the device computes it natively, else float32 (as "
+        "model.dtype). int8: bitsandbytes 8-bit linear layers, CUDA only (on the CPU torch's dynamic "
+        "int8 changes the scores too much: refused, see docs/fitness.md).")
+    batch_size: int = _f(8, "(question, completion) pairs per forward pass.")
+    max_length: int = _f(2048, "Most tokens of one pair; a longer pair loses the start of its "
+                         "prompt (the end, where the score is read, is kept).")
+    device: str = _f("auto", "auto (cuda when the worker sees a GPU, else cpu), cpu, cuda or cuda:N.")
+    baseline: bool = _f(False, "Subtract the base model's reward on the same prompt (its greedy "
+                        "completion, scored once per prompt and worker when decoding is greedy), "
+                        "so fitness values compare across mini-batches of easier or harder prompts.")
+
+    def validate(self) -> None:
+        for name in ("batch_size", "max_length"):
+            _check(getattr(self, name) >= 1,
+                   f"fitness.reward_model.{name}: must be >= 1, got {getattr(self, name)}")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+               f"fitness.reward_model.device: {self.device!r} not allowed; choose auto, cpu, "
+               f"cuda or cuda:N")
+        _check(not (self.dtype == "int8" and self.device == "cpu"),
+               "fitness.reward_model.dtype int8 runs on CUDA only (bitsandbytes); on the CPU use "
+               "bfloat16 or float32 (docs/fitness.md)")
+
+
+@dataclass
+class FitnessConfig:
+    """What a candidate is scored on (essa.fitness): the paper's accuracy, a denser signal, or a
+    reward model."""
+
+    kind: Literal["accuracy", "loglik", "hybrid", "reward_model"] = _f(
         "accuracy", "accuracy: mean verifiable reward of greedy generations (the paper's). loglik: "
         "mean per-token log-likelihood of the reference solution, no generation (dense; needs "
-        "solutions in the data). hybrid: accuracy + hybrid_weight * loglik.")
+        "solutions in the data). hybrid: accuracy + hybrid_weight * loglik. reward_model: mean "
+        "score of a reward model (fitness.reward_model) on the generations; no answers needed.")
     prompts_per_candidate: int = _f(32, "Mini-batch size: prompts every candidate of a generation is "
                                     "scored on (the same prompts for all candidates).")
     hybrid_weight: float = _f(0.1, "Weight of the per-token log-likelihood in the hybrid fitness.")
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig,
+                                            metadata={"help": "The reward model of kind reward_model."})
 
     def validate(self) -> None:
         _check(self.prompts_per_candidate >= 1, "fitness.prompts_per_candidate: must be >= 1")
         _check(self.hybrid_weight >= 0, "fitness.hybrid_weight: must be >= 0")
+        _check(self.kind != "reward_model" or bool(self.reward_model.path),
+               "fitness.reward_model.path: must be set (a local reward model folder) with "
+               "fitness.kind reward_model")
+        self.reward_model.validate()
 
 
 @dataclass

@@ -36,6 +36,10 @@ class DatasetSpec:
     reward: str
     instruction: str
     splits: tuple[str, ...]
+    files: dict[str, str] | None = None  # split -> file under the data dir; else <folder>/<split>.jsonl
+
+    def path(self, data_dir: Path, split: str) -> Path:
+        return data_dir / (self.files[split] if self.files else f"{self.folder}/{split}.jsonl")
 
 
 def _gsm8k_gold(row: dict) -> str:
@@ -67,6 +71,12 @@ def _listish(text) -> list[str]:
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
 
+def constraint_spec(row: dict) -> str:
+    """An IFEval row's constraints as the JSON text the ifeval reward reads (answers stay strings)."""
+    return json.dumps({"instruction_id_list": row["instruction_id_list"], "kwargs": row["kwargs"]},
+                      sort_keys=True)
+
+
 def _minerva_gold(row: dict) -> str:
     return last_boxed(row["solution"]) or ""
 
@@ -86,6 +96,12 @@ KNOWN_DATASETS: dict[str, DatasetSpec] = {
                                  lambda r: ", ".join(_listish(r["final_answer"])),
                                  lambda r: "\n".join(_listish(r["solution"])), "math",
                                  BOXED_INSTRUCTION, ("test",)),
+    # Instruction following: the prompt carries its own constraints, so no instruction is added.
+    # Train on the generated GSM8K-question set; test on IFEval's 541 prompts (evaluation only).
+    "ifeval": DatasetSpec("ifeval", "prompt", constraint_spec, lambda r: "", "ifeval", "",
+                          ("train", "test"),
+                          files={"train": "ifeval_train/generated_gsm8k_train.jsonl",
+                                 "test": "ifeval/test.jsonl"}),
 }
 
 
@@ -122,20 +138,35 @@ def load_task(task_cfg) -> TaskData:
     data_dir = Path(task_cfg.data_dir) if task_cfg.data_dir else default_data_dir()
     if name in KNOWN_DATASETS:
         spec = KNOWN_DATASETS[name]
-        folder = data_dir / spec.folder
-        if not folder.is_dir():
-            raise FileNotFoundError(f"dataset {name!r}: folder not found: {folder} (set task.data_dir "
-                                    f"or ESSA_DATA_DIR)")
-        splits = {s: _read_known(spec, folder / f"{s}.jsonl", name, s, task_cfg)
-                  for s in spec.splits if (folder / f"{s}.jsonl").is_file()}
+        paths = {s: spec.path(data_dir, s) for s in spec.splits}
+        if not any(p.is_file() for p in paths.values()):
+            raise FileNotFoundError(f"dataset {name!r}: not found: {' or '.join(map(str, paths.values()))} "
+                                    f"(set task.data_dir or ESSA_DATA_DIR)")
+        splits = {s: _read_known(spec, p, name, s, task_cfg) for s, p in paths.items() if p.is_file()}
         reward, instruction = spec.reward, spec.instruction
     else:
         rows_by_split = _read_source(name, [task_cfg.train_split, task_cfg.validation_split,
                                             task_cfg.test_split])
-        splits = {s: _rows_to_examples(rows, name, s, task_cfg) for s, rows in rows_by_split.items()}
         reward, instruction = "gsm8k", GSM8K_INSTRUCTION
+        if _ifeval_schema(rows_by_split):  # prompts that carry their own constraints
+            rows_by_split = {s: [_constrained_row(r) for r in rows] for s, rows in rows_by_split.items()}
+            reward, instruction = "ifeval", ""
+        splits = {s: _rows_to_examples(rows, name, s, task_cfg) for s, rows in rows_by_split.items()}
+        if not any(e.answer for rows in splits.values() for e in rows):
+            instruction = ""  # prompts only (a reward model judges them): nothing to ask for
     _carve_validation(splits, task_cfg)
     return TaskData(name, splits, task_cfg.reward or reward, task_cfg.instruction or instruction)
+
+
+def _ifeval_schema(rows_by_split: dict[str, list[dict]]) -> bool:
+    """True when a file's rows are IFEval-schema (prompt, instruction_id_list, kwargs)."""
+    first = next((rows[0] for rows in rows_by_split.values() if rows), {})
+    return {"prompt", "instruction_id_list", "kwargs"} <= set(first)
+
+
+def _constrained_row(row: dict) -> dict:
+    """An IFEval-schema row with ``question`` and ``answer`` (its constraints as JSON text) added."""
+    return {"question": row["prompt"], **row, "answer": constraint_spec(row)}
 
 
 def load_split(task_cfg, split: str) -> list[Example]:
@@ -167,19 +198,22 @@ def _read_known(spec: DatasetSpec, path: Path, name: str, split: str, task_cfg) 
 
 
 def _rows_to_examples(rows: list[dict], name: str, split: str, task_cfg) -> list[Example]:
-    """Generic rows: question/problem field, answer field (bare or ending ``#### n``)."""
+    """Generic rows: question/problem field, answer field (bare or ending ``#### n``). Rows with
+    no answer field at all, when task.answer_field is not set, are prompts only (empty answers:
+    for fitness.kind reward_model; a verifiable reward refuses them when scoring)."""
     if not rows:
         return []
     qf = task_cfg.question_field or ("question" if "question" in rows[0] else "problem")
     af = task_cfg.answer_field or "answer"
-    for field_name in (qf, af):
+    required = (qf, af) if task_cfg.answer_field or af in rows[0] else (qf,)
+    for field_name in required:
         if field_name not in rows[0]:
             raise KeyError(f"dataset {name!r} split {split!r}: no field {field_name!r}; fields are "
                            f"{sorted(rows[0])} (set task.question_field / task.answer_field)")
     out = []
     for i, row in enumerate(rows):
-        raw = str(row[af])
-        gold = gsm8k_final_answer(raw) if "####" in raw else _number_text(row[af])
+        raw = str(row.get(af, ""))
+        gold = gsm8k_final_answer(raw) if "####" in raw else _number_text(row.get(af, ""))
         solution = raw if "####" in raw else str(row.get("solution", ""))
         out.append(Example(id=f"{Path(name).stem}-{split}-{i}", question=str(row[qf]), answer=gold,
                            solution=solution))

@@ -23,6 +23,10 @@ def _pct(value) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
 
 
+def _score(value) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
 def _duration(seconds) -> str:
     if seconds is None:
         return "-"
@@ -92,6 +96,10 @@ def render_report(config: dict, records: list[dict], summary: dict) -> str:
     task = (config.get("task") or {}).get("dataset", "?")
     note = "" if fitness == "accuracy" else \
         " (a dense option, not the paper's accuracy fitness; accuracy below is greedy and strict)"
+    pct, unit, metric = _pct, "points", "accuracy"
+    if fitness == "reward_model":  # validation and test report the reward model's mean score
+        note = " (validation and test below are the reward model's mean score, no baseline)"
+        pct, unit, metric = _score, "", "reward-model score"
     lines += [f"Model `{model}`, task `{task}`, fitness `{fitness}`{note}, seed {config.get('seed', '?')}.", ""]
 
     final_val, test = summary.get("validation") or {}, summary.get("test") or {}
@@ -101,9 +109,11 @@ def render_report(config: dict, records: list[dict], summary: dict) -> str:
                 for split, part in (("validation", final_val), ("test", test))]
         lines += [f"| model | {head[0]} | {head[1]} |", "|---|---|---|"]
         for key, label in (("base", "base model"), ("start", start), ("mean", "ESSA (mean vector)")):
-            lines.append(f"| {label} | {_pct(va.get(key))} | {_pct(ta.get(key))} |")
+            lines.append(f"| {label} | {pct(va.get(key))} | {pct(ta.get(key))} |")
         if "start" in ta and "mean" in ta:
-            lines += ["", f"ESSA minus {start} on test: {100 * (ta['mean'] - ta['start']):+.1f} points."]
+            gain = ta["mean"] - ta["start"]
+            gain_text = f"{100 * gain:+.1f} points" if unit else f"{gain:+.4f}"
+            lines += ["", f"ESSA minus {start} on test: {gain_text}."]
         lines.append("")
     else:
         lines += ["No final evaluation yet (the run is unfinished or test_items = 0).", ""]
@@ -125,10 +135,10 @@ def render_report(config: dict, records: list[dict], summary: dict) -> str:
               "last metrics line (validation and final evaluation included, model loading and the "
               "SFT warm start not).", ""]
     if val:
-        lines += ["Validation accuracy of the mean vector during the search (generation -1 is the "
-                  "starting adapter):", "", "| generation | accuracy | search wall time | tokens |",
+        lines += [f"Validation {metric} of the mean vector during the search (generation -1 is the "
+                  "starting adapter):", "", f"| generation | {metric} | search wall time | tokens |",
                   "|---|---|---|---|"]
-        lines += [f"| {r['generation']} | {_pct(r['val_accuracy'])} | {_duration(r.get('wall_time'))} | "
+        lines += [f"| {r['generation']} | {pct(r['val_accuracy'])} | {_duration(r.get('wall_time'))} | "
                   f"{r.get('tokens_total', 0):,} |" for r in val]
         lines.append("")
     lines += ["![fitness and validation accuracy](fitness.png)", ""]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from essa.rewards.arithmetic import make_arithmetic_reward
 from essa.rewards.gsm8k import make_gsm8k_reward
+from essa.rewards.ifeval import make_ifeval_reward  # light: its checkers are imported on first use
 from essa.rewards.math_reward import make_math_reward
 from essa.rewards.user_reward import load_user_reward
 
@@ -15,18 +17,24 @@ correct, 0.0 wrong or unscorable). ``prompts`` are the items' question texts; a 
 not need them ignores them."""
 
 
-def make_ifeval_reward(**options) -> RewardFn:
-    """The ifeval reward, imported on first use (its checkers pull in NLTK and ``datasets``)."""
-    from essa.rewards.ifeval import make_ifeval_reward as make
-    return make(**options)
-
-
 BUILT_IN: dict[str, Callable[..., RewardFn]] = {
     "arithmetic": make_arithmetic_reward,
     "gsm8k": make_gsm8k_reward,
     "ifeval": make_ifeval_reward,
     "math": make_math_reward,
 }
+
+
+def check_reward_options(name: str, options: dict) -> None:
+    """Raise ValueError naming the option when a built-in reward does not take it (a config
+    check that needs no reward built); a user reward's options are its own business."""
+    if name not in BUILT_IN:
+        return
+    allowed = inspect.signature(BUILT_IN[name]).parameters
+    for key in options:
+        if key not in allowed:
+            raise ValueError(f"reward {name!r} has no option {key!r}; its options are "
+                             f"{', '.join(allowed) or 'none'}")
 
 
 def get_reward(name: str, **options) -> RewardFn:

@@ -4,6 +4,7 @@ adapter on every rank."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from essa.adapters.svd_space import SvdSpace
@@ -15,18 +16,32 @@ from essa.runtime.fake import FakeEvaluator
 from essa.runtime.messages import BASE, Round, Setup, Task
 from essa.runtime.plan import planned_tokens_per_engine
 
+log = logging.getLogger("essa")
+
 
 class EngineEvaluator:
-    """Owns one engine (base model loaded once), the task data and the reward."""
+    """Owns one engine (base model loaded once), the task data and the reward (and with
+    fitness.kind reward_model the reward model, loaded once beside the engine)."""
 
     def __init__(self, config):
         self.config = config
+        rm = config.fitness.reward_model if config.fitness.kind == "reward_model" else None
+        if rm is not None:  # a bad folder fails here in a second, not after the engine's start
+            from essa.reward_model import check_reward_model
+            check_reward_model(rm.path, rm.output)
         self.task = load_task(config.task)
-        self.reward = get_reward(self.task.reward)
+        self.reward = get_reward(self.task.reward, **config.task.reward_options)
         self.sampling = sampling_from_config(config.engine)
         self.engine = make_engine(config.model, config.engine, config.adapter,
                                   planned_tokens=planned_tokens_per_engine(config))
-        self.engine_description = self.engine.describe()
+        self.reward_model = None
+        if rm is not None:  # after the engine, which sizes its share of the GPU at start
+            from essa.reward_model.scorer import RewardModelScorer
+            self.reward_model = RewardModelScorer(rm)
+        self._base_rewards: dict[str, float] = {}  # item id -> base model's RM score (baseline)
+        self._pass_seconds = 0.0
+        self.engine_description = self.engine.describe() + (
+            f"; reward model {self.reward_model.description}" if self.reward_model else "")
         # candidates the engine runs in one pass for about the cost of one (docs/runtime.md)
         self.tasks_per_pass = self.engine.candidates_per_pass
         self._prompts: dict[str, list[str]] = {}
@@ -57,13 +72,30 @@ class EngineEvaluator:
         candidates = [None if rnd.labels[t.row] == BASE  # None: the base model
                       else self.space.candidate(t.vector, f"g{rnd.generation}-{rnd.labels[t.row]}")
                       for t in tasks]
-        scores = score_candidates(self.engine, candidates, examples, prompts, self.reward, rnd.kind,
-                                  self.sampling, self.config.fitness.hybrid_weight)
+        kind, baseline = rnd.kind, None
+        if self.reward_model is not None:
+            # The loop's validation and final rounds come as kind accuracy: a reward-model run
+            # reports the reward model's raw score there (base, start and mean comparable).
+            if kind == "reward_model" and self.config.fitness.reward_model.baseline:
+                baseline = self._base_rewards
+            kind = "reward_model"
+        scores = score_candidates(self.engine, candidates, examples, prompts, self.reward, kind,
+                                  self.sampling, self.config.fitness.hybrid_weight,
+                                  self.reward_model, baseline)
+        self._pass_seconds += time.time() - t0
         for score in scores:
             score.seconds = round((time.time() - t0) / len(tasks), 3)
         return scores
 
     def close(self) -> None:
+        rm = self.reward_model
+        if rm is not None and rm.pairs:  # what the reward model costs beside generation
+            passes = max(self._pass_seconds, 1e-9)
+            log.info("reward model: %d pairs scored in %.1f s (%.1f ms per pair), %.0f%% of the "
+                     "%.1f s of scoring passes; generation and the rest took %.1f s", rm.pairs,
+                     rm.seconds, 1000 * rm.seconds / rm.pairs, 100 * rm.seconds / passes,
+                     self._pass_seconds, self._pass_seconds - rm.seconds)
+            rm.close()
         self.engine.close()
 
 

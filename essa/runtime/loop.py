@@ -58,7 +58,7 @@ class Run:
         self.config, self.run_dir, self.stop_flag = config, run_dir, stop
         self.sinks = make_sinks(config, run_dir)
         self.task = load_task(config.task)  # split sizes only; workers load their own copy
-        adapter = starting_adapter(config, run_dir)
+        self.start_adapter = adapter = starting_adapter(config, run_dir)
         self.space = SvdSpace.from_folder(adapter, config.adapter.alpha_frac,
                                           config.search.parametrization)
         if resume:
@@ -152,8 +152,11 @@ class Run:
         self.record({"generation": g, "phase": "validation", "val_accuracy": _num(accuracy),
                      "val_items": n, "wall_time": self.state["wall_time"],
                      "tokens_total": self.state["tokens"]})
-        log.info("gen %d  validation accuracy of the %s: %.2f%% (%d items)", g,
-                 "start" if g < 0 else "mean", 100 * accuracy, n)
+        who = "start" if g < 0 else "mean"
+        if self.config.fitness.kind == "reward_model":  # a score, not a share of right answers
+            log.info("gen %d  validation reward-model score of the %s: %.4f (%d items)", g, who, accuracy, n)
+        else:
+            log.info("gen %d  validation accuracy of the %s: %.2f%% (%d items)", g, who, 100 * accuracy, n)
 
     def checkpoint(self, g: int) -> None:
         """Freeze the run after generation g; the files are written while g + 1 runs."""
@@ -221,7 +224,8 @@ class Run:
                    "strategy": type(s).__name__, "search_dimension": self.space.dim,
                    "popsize": cfg.search.popsize, "sigma": float(s.sigma),
                    "tokens": self.state["tokens"], "wall_time": self.state["wall_time"],
-                   "adapters": exported, "validation": validation, "test": test,
+                   "adapters": exported, "start_adapter": str(self.start_adapter),
+                   "validation": validation, "test": test,
                    "engines": {str(rank): what for rank, what in sorted(self.master.engines.items())}}
         atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         log.info("summary: %d generations, best fitness %s, test accuracy %s; adapters in %s",

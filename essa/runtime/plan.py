@@ -9,7 +9,7 @@ import population
 from essa.adapters.layout import searched_count
 from essa.engines.compile_choice import choose_eager
 from essa.models import resolve_model_path
-from essa.models.dtype import resolve_dtype
+from essa.models.dtype import probe_device, resolve_dtype
 from essa.runtime.transport import world
 
 
@@ -73,6 +73,7 @@ def describe_plan(config, ranks: int) -> str:
         f"evaluation  mean vector on {rt.eval_items} validation items every {rt.eval_every} "
         f"generations; final base/start/mean on {rt.test_items} test items",
         *_engine_lines(config, ranks),
+        *(_reward_model_lines(config) if f.kind == "reward_model" else []),
     ])
 
 
@@ -89,3 +90,37 @@ def _engine_lines(config, ranks: int) -> list[str]:
                                   choice.dtype)
         lines.append(f"compile     {'eager' if eager else 'torch.compile'} ({why})")
     return lines
+
+
+def _reward_model_lines(config) -> list[str]:
+    """The reward model: folder checked (a bad one is an error naming it), size from the
+    safetensors headers (or config.json), memory per worker in the dtype it will run in."""
+    from essa.reward_model import check_reward_model, estimate_parameters, weight_stats
+    from essa.reward_model.scorer import resolve_device
+    rm = config.fitness.reward_model
+    info = check_reward_model(rm.path, rm.output)
+    stats = weight_stats(info.folder)
+    params = stats[0] if stats else estimate_parameters(info.config)
+    device = resolve_device(rm.device, rm.dtype)  # int8 on the CPU: refused here too
+    run_dtype = "int8" if rm.dtype == "int8" else resolve_dtype(rm.dtype, probe_device(device)).dtype
+    per_param = {"int8": 1, "bfloat16": 2, "float16": 2, "float32": 4}[run_dtype]
+    if params is None:
+        size = "size unknown (no safetensors files, config.json without decoder sizes)"
+    else:
+        source = (f"safetensors headers, {_si(stats[1])}B as stored" if stats
+                  else "about, from config.json: no safetensors files")
+        size = (f"{_si(params)} parameters ({source}); about {_si(params * per_param)}B of weights "
+                f"in {run_dtype} on {device} in every worker, beside the engine")
+    baseline = "on (the base model's answers scored too)" if rm.baseline else "off"
+    return [f"fitness     reward model {info.folder}: {info.architecture}, output {info.index} "
+            f"({info.label!r}) of {len(info.labels)}, batch {rm.batch_size} pairs, max_length "
+            f"{rm.max_length}, baseline {baseline}",
+            f"rm memory   {size}"]
+
+
+def _si(n: float) -> str:
+    """1.57e6 -> '1.57 M', 7.5e9 -> '7.5 G' (three significant digits)."""
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= factor:
+            return f"{n / factor:.3g} {prefix}"
+    return f"{n:.0f} "

@@ -106,7 +106,7 @@ def evaluate_candidates(config, candidates: list, limit: int, backend: str = "au
             if backend == "engine":
                 raise
             used, completions = "transformers", _transformers_completions(config, candidates, prompts)
-    reward = get_reward(task.reward)
+    reward = get_reward(task.reward, **config.task.reward_options)
     scores = [score_completions(reward, [[c] for c in cs], examples) for cs in completions]
     return {"backend": used, "split": config.task.validation_split, "items": len(examples),
             "reward": task.reward, "accuracies": [_accuracy(s) for s in scores],

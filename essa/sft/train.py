@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from essa.config import ConfigError, to_dict
+from essa.config.schema import TaskConfig
 from essa.sft.data import TokenizedExample, batch_indices, collate, tokenize_examples
 from essa.sft.publish import publish_folder, write_summary
 from essa.data import load_task
@@ -110,6 +111,14 @@ def run_config_record(config) -> dict:
     return {k: full[k] for k in ("seed", "model", "task", "adapter", "sft")}
 
 
+def sft_task_config(config):
+    """The task the warm start trains on: ``sft.dataset`` with default fields, else the run's task."""
+    if not config.sft.dataset:
+        return config.task
+    return TaskConfig(dataset=config.sft.dataset, data_dir=config.task.data_dir,
+                      train_split=config.task.train_split)
+
+
 def train_sft(config, output: str | Path, progress: bool = True,
               extra_summary: dict | None = None) -> SFTResult:
     """Train the warm-start adapter of ``config`` (a RunConfig) and publish it at ``output``.
@@ -126,10 +135,14 @@ def train_sft(config, output: str | Path, progress: bool = True,
     t0 = time.time()
     model_path = resolve_model_path(config.model.path)
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    task = load_task(config.task)
+    task = load_task(sft_task_config(config))
     examples = task.split(config.task.train_split)[: config.sft.max_examples]
     if not examples:
         raise ValueError(f"task {task.name!r}: the {config.task.train_split!r} split is empty")
+    if task.reward == "ifeval" and not any(e.solution.strip() for e in examples):
+        # its answers are constraint specs, not responses: there is nothing to imitate
+        raise ValueError(f"task {task.name!r} has no reference responses to train on: set sft.dataset "
+                         f"to a task that has them (e.g. gsm8k), or use adapter.init: fresh")
     data = tokenize_examples(tokenizer, examples, task.instruction, config.model.chat_template,
                              config.sft.max_length)
     if not any(x.num_target_tokens for x in data):
