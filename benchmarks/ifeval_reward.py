@@ -11,9 +11,14 @@ fail most constraints, so the instruction-level rate (every constraint checked) 
 expect for a model that follows most of them. The per-instruction table gives the mean time of
 one strict check: where the time goes.
 
+``--completions FILE`` takes real model answers instead: an ``essa-eval --datasets ifeval``
+output file (``completions-ifeval.jsonl``: question, gold constraint spec, completions), cycled
+to ``--items``.
+
 Run (from the repository root):
     python benchmarks/ifeval_reward.py            # pinned to CPU 0
     python benchmarks/ifeval_reward.py --cpu -1   # no pinning
+    python benchmarks/ifeval_reward.py --completions runs/eval-x/completions-ifeval.jsonl
 """
 
 from __future__ import annotations
@@ -111,17 +116,23 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=0, help="CPU to pin to; -1: none")
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3, help="timed passes per reward (the best counts)")
+    parser.add_argument("--completions", help="essa-eval's completions-ifeval.jsonl: real answers "
+                        "instead of the synthetic ones")
     args = parser.parse_args()
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
     data = Path(args.data_dir)
 
-    rows = read_jsonl(data / "ifeval" / "test.jsonl")
-    rng = random.Random(0)
-    completions = [response(rng) for _ in range(args.items)]
-    picked = [rows[i % len(rows)] for i in range(args.items)]
-    answers = [json.dumps({"instruction_id_list": r["instruction_id_list"], "kwargs": r["kwargs"]}) for r in picked]
-    prompts = [r["prompt"] for r in picked]
+    if args.completions:  # real answers: (completion, spec, question) of every item, cycled
+        real = [(r["completions"][0], r["gold"], r["question"]) for r in read_jsonl(Path(args.completions))]
+        completions, answers, prompts = map(list, zip(*(real[i % len(real)] for i in range(args.items))))
+    else:
+        rows = read_jsonl(data / "ifeval" / "test.jsonl")
+        rng = random.Random(0)
+        completions = [response(rng) for _ in range(args.items)]
+        picked = [rows[i % len(rows)] for i in range(args.items)]
+        answers = [json.dumps({"instruction_id_list": r["instruction_id_list"], "kwargs": r["kwargs"]}) for r in picked]
+        prompts = [r["prompt"] for r in picked]
     words = sorted(len(c.split()) for c in completions)
 
     gsm_rows = read_jsonl(data / "gsm8k" / "test.jsonl")
@@ -142,7 +153,8 @@ def main() -> None:
         ("ifeval instruction-level strict", ifeval.make_ifeval_reward(level="instruction"),
          completions, answers, prompts),
     ]
-    print(f"date: {datetime.date.today()}  python: {sys.version.split()[0]}  cpu: {args.cpu}  "
+    source = args.completions or "synthetic responses"
+    print(f"inputs: {source}\ndate: {datetime.date.today()}  python: {sys.version.split()[0]}  cpu: {args.cpu}  "
           f"load average: {os.getloadavg()[0]:.1f}  items: {args.items} "
           f"(words: median {words[len(words) // 2]}, min {words[0]}, max {words[-1]})\n")
     print("| reward | mean score | items/s | time / gsm8k time |")

@@ -103,8 +103,12 @@ def test_fast_worker_takes_more_candidates_and_results_land_in_their_rows():
 def test_items_are_split_into_chunks_and_recombined_by_weight():
     assert split_items(10, 3) == [(0, 3), (3, 7), (7, 10)]
     assert split_items(2, 5) == [(0, 1), (1, 2)]
-    assert round_chunks(40, split_rows=True) == [(0, 13), (13, 27), (27, 40)]
-    assert round_chunks(40, split_rows=False) == [(0, 40)]
+    assert round_chunks(40, split_rows=True, workers=1) == [(0, 20), (20, 40)]
+    assert round_chunks(40, split_rows=True, workers=8) == [(0, 13), (13, 27), (27, 40)]  # >= 16 items
+    assert round_chunks(40, split_rows=False, workers=8) == [(0, 40)]
+    # one worker: large batches, at most 128 items (a stop request waits for a pass to end)
+    assert round_chunks(541, split_rows=True, workers=1) == split_items(541, 5)
+    assert round_chunks(200, split_rows=True, workers=1) == [(0, 100), (100, 200)]
     vectors = np.arange(6.0).reshape(2, 3)
     tasks = RoundTasks.build(1, 0, vectors, chunks=split_items(10, 3))
     first = tasks.assign(7)

@@ -161,12 +161,19 @@ class SFTConfig:
     threads: int = _f(0, "torch CPU threads; 0 leaves torch's default.")
     eval_examples: int = _f(200, "Validation examples scored after training (0: skip).")
     dataset: str = _f("", "Dataset the warm start is trained on (any task.dataset value, read with "
-                      "the default fields); empty: the search task's. A task without reference "
-                      "solutions (ifeval) needs another one, e.g. gsm8k.")
+                      "the default fields); empty: the search task's.")
+    source: Literal["reference", "self"] = _f(
+        "reference", "What the warm start imitates: 'reference' (the dataset's solutions) or 'self' "
+        "(the base model's own sampled answers that the task's reward scores 1.0, for tasks "
+        "without references such as ifeval; docs/sft.md).")
+    self_prompts: int = _f(256, "source self: training prompts the base model answers.")
+    self_samples: int = _f(4, "source self: answers sampled per prompt.")
+    self_temperature: float = _f(0.8, "source self: sampling temperature of those answers.")
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "max_examples", "max_length"):
+        for name in ("steps", "batch_size", "max_examples", "max_length", "self_prompts", "self_samples"):
             _check(getattr(self, name) >= 1, f"sft.{name}: must be >= 1, got {getattr(self, name)}")
+        _check(self.self_temperature > 0, f"sft.self_temperature: must be > 0, got {self.self_temperature}")
         _check(self.learning_rate > 0, f"sft.learning_rate: must be > 0, got {self.learning_rate}")
         _check(self.warmup_steps >= 0 and self.eval_examples >= 0 and self.threads >= 0,
                "sft.warmup_steps, sft.eval_examples, sft.threads: must be >= 0")

@@ -26,7 +26,9 @@ from essa.runtime.master import Interrupted, Master, WorkerFailure
 from essa.runtime.messages import BASE, Setup
 from essa.runtime.monitor import make_sinks
 from essa.runtime.state import CheckpointWriter, load_run_state, trim_metrics
-from essa.sft import ensure_warm_start
+from essa.runtime.transport import world
+from essa.sft import ensure_warm_start, warm_start_dir
+from essa.sft.cache import is_complete
 
 log = logging.getLogger("essa")
 TIMING_KEYS = ("time", "gen_seconds", "evals_per_s", "wall_time")  # differ between identical runs
@@ -37,6 +39,11 @@ def starting_adapter(config, run_dir: Path) -> Path:
     directory, anything else -> an existing PEFT folder (a missing one is an error naming it)."""
     init, folder = config.adapter.init, run_dir / "start_adapter"
     if init == "sft":
+        if (config.sft.source == "self" and config.runtime.master_evaluates and world()[1] > 1
+                and not is_complete(warm_start_dir(config))):
+            # sampling would start a second vLLM engine beside the one rank 0 starts to evaluate
+            raise ValueError("sft.source self with runtime.master_evaluates: train the warm start "
+                             "first (essa-sft --config ...), then start the run")
         return Path(ensure_warm_start(config))
     if init == "fresh":
         if not (folder / "adapter_model.safetensors").is_file():

@@ -50,7 +50,8 @@ class Master:
         rnd = Round(self._round_id, generation, labels, split, item_ids, kind)
         self.transport.broadcast(rnd)
         tasks = self.round = RoundTasks.build(rnd.round_id, generation, vectors,
-                                              round_chunks(len(item_ids), split_rows),
+                                              round_chunks(len(item_ids), split_rows,
+                                                           len(self.transport.workers)),
                                               workers=len(self.transport.workers),
                                               min_items=self.min_task_items)
         while not tasks.done():

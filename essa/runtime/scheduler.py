@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 from essa.fitness import Score
 from essa.runtime.messages import Result, Task
 
-EVAL_CHUNK = 16  # items per task when a few vectors are scored on many items (evaluations)
+EVAL_CHUNK = 16  # fewest items per task when a few vectors are scored on many items (evaluations)
+EVAL_CHUNK_MAX = 128  # most: a batch this size already fills a CPU engine, and a stop waits for one
 
 
 def split_items(n_items: int, parts: int) -> list[tuple[int, int]]:
@@ -26,10 +27,16 @@ def split_items(n_items: int, parts: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
-def round_chunks(n_items: int, split_rows: bool) -> list[tuple[int, int]]:
-    """The item slices of every row: all items, or chunks of EVAL_CHUNK items (``split_rows``).
-    A row's fitness is the mean of its per-item scores, whatever the chunks and ranks."""
-    return split_items(n_items, -(-n_items // EVAL_CHUNK) if split_rows else 1)
+def round_chunks(n_items: int, split_rows: bool, workers: int = 1) -> list[tuple[int, int]]:
+    """The item slices of every row: all items, or (``split_rows``) chunks of EVAL_CHUNK to
+    EVAL_CHUNK_MAX items, as large as still gives every worker two chunks of a row: few workers
+    get large engine batches (16-item passes ran a CPU engine at a third of its speed), many
+    workers a share each. A row's fitness is the mean of its per-item scores, whatever the chunks
+    and ranks."""
+    if not split_rows:
+        return split_items(n_items, 1)
+    size = min(EVAL_CHUNK_MAX, max(EVAL_CHUNK, -(-n_items // (2 * max(1, workers)))))
+    return split_items(n_items, -(-n_items // size))
 
 
 def capacity(tasks_per_pass: int) -> int:

@@ -27,6 +27,8 @@ def warm_start_key_fields(config) -> dict:
     """The settings the cache key hashes (a JSON-ready mapping)."""
 
     sft = {k: v for k, v in to_dict(config.sft).items() if k not in _NOT_IN_KEY}
+    if config.sft.source == "self":  # the sampled answers are cut at the engine's token limit
+        sft["max_tokens"] = config.engine.max_tokens
     return {
         "model": str(resolve_model_path(config.model.path).resolve()),
         "chat_template": config.model.chat_template,

@@ -136,13 +136,17 @@ def train_sft(config, output: str | Path, progress: bool = True,
     model_path = resolve_model_path(config.model.path)
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     task = load_task(sft_task_config(config))
-    examples = task.split(config.task.train_split)[: config.sft.max_examples]
+    examples = task.split(config.task.train_split)
     if not examples:
         raise ValueError(f"task {task.name!r}: the {config.task.train_split!r} split is empty")
+    if config.sft.source == "self":
+        from essa.sft.self_answers import self_verified_examples
+        examples = self_verified_examples(config, task, examples[: config.sft.self_prompts])
+    examples = examples[: config.sft.max_examples]
     if task.reward == "ifeval" and not any(e.solution.strip() for e in examples):
         # its answers are constraint specs, not responses: there is nothing to imitate
-        raise ValueError(f"task {task.name!r} has no reference responses to train on: set sft.dataset "
-                         f"to a task that has them (e.g. gsm8k), or use adapter.init: fresh")
+        raise ValueError(f"task {task.name!r} has no reference responses to train on: use "
+                         f"sft.source: self, sft.dataset with references (e.g. gsm8k), or adapter.init: fresh")
     data = tokenize_examples(tokenizer, examples, task.instruction, config.model.chat_template,
                              config.sft.max_length)
     if not any(x.num_target_tokens for x in data):
