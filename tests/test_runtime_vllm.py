@@ -92,3 +92,28 @@ def test_sigterm_with_real_engines_stops_after_the_current_pass(tmp_path, demo_m
     dropped = re.search(r"rank 1: stop received, (\d+) queued task\(s\) dropped", err)
     assert dropped and int(dropped.group(1)) >= 1, (elapsed, pass_seconds, err[-3000:])
     assert not VLLM_INFO_LINE.search(out + err)
+
+
+def test_ifeval_demo_config_shrunk_under_mpirun_self_warm_start(tmp_path, demo_model):
+    """launch/configs/demo-ifeval-cpu.yaml's path, shrunk: the sft.source self warm start (the
+    base model samples in a child process, then SFT), the ifeval reward on the workers, and the
+    final evaluation on IFEval's test prompts."""
+    sets = {"output_dir": tmp_path, "name": "ifd", "sft.self_prompts": 12, "sft.self_samples": 2,
+            "sft.steps": 2, "sft.eval_examples": 0, "engine.enforce_eager": "true",
+            "engine.max_tokens": 16, "engine.kv_cache_gib": 1, "search.popsize": 2,
+            "search.generations": 1, "fitness.prompts_per_candidate": 4, "runtime.eval_every": 0,
+            "runtime.eval_items": 4, "runtime.test_items": 6,
+            "task.reward_options.level": "instruction"}  # 16 tokens rarely satisfy every constraint
+    args = ["--config", str(ROOT / "launch/configs/demo-ifeval-cpu.yaml"),
+            *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+    proc = launch(train_cmd(2, args))
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-4000:]
+    found = re.search(r"sft.source self: (\d+) of 24 sampled answers pass the ifeval reward; (\d+) of 12 "
+                      r"prompts kept", err)
+    assert found and int(found.group(2)) >= 1, err[-3000:]
+    summary = json.loads((tmp_path / "ifd" / "summary.json").read_text())
+    warm = next((tmp_path / "warm-start").glob("*/adapter_model.safetensors")).parent
+    assert summary["start_adapter"] == str(warm)
+    assert summary["test"]["items"] == 6 and set(summary["test"]["accuracy"]) == {"base", "start", "mean"}
+    assert all(0 <= v <= 1 for v in summary["test"]["accuracy"].values())

@@ -98,10 +98,16 @@ class _Mode:
 
 def _params(sampling: SamplingSettings, **extra):
     from vllm import SamplingParams
+    from vllm.platforms import current_platform
     greedy = sampling.temperature <= 0
+    # The CPU build cannot use per-request seeds in large batches: when a seeded request's
+    # prefill is chunked, vLLM 0.32 rewinds its torch generator with set_offset, which CPU
+    # generators refuse ("CPU Generator does not use offset"). There the engine's own generator
+    # (seeded with engine.seed at start) samples: reproducible for the same calls on a new engine.
+    seeded = not greedy and not current_platform.is_cpu()
     return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
                           top_p=1.0 if greedy else sampling.top_p, n=sampling.n,
-                          seed=None if greedy else sampling.seed, stop=sampling.stop or None, **extra)
+                          seed=sampling.seed if seeded else None, stop=sampling.stop or None, **extra)
 
 
 class MergedMode(_Mode):

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 from essa.data import build_prompts
 from essa.data.example import Example
 from essa.engines import make_engine
-from essa.engines.base import SamplingSettings
+from essa.engines.base import Completion, SamplingSettings
 from essa.evaluation.evaluate import score_completions
 from essa.rewards import get_reward
 
@@ -35,16 +37,14 @@ def self_verified_examples(config, task, examples: list[Example], engine=None) -
     t0 = time.time()
     sampling = SamplingSettings(max_tokens=config.engine.max_tokens, temperature=sft.self_temperature,
                                 top_p=config.engine.top_p, n=sft.self_samples, seed=config.seed)
-    own = engine is None
-    if own:
-        planned = len(examples) * sft.self_samples * config.engine.max_tokens
-        engine = make_engine(config.model, config.engine, config.adapter, planned_tokens=planned)
-    try:
-        prompts = build_prompts(engine.tokenizer, examples, task.instruction, config.model.chat_template)
-        completions = engine.generate(prompts, [None], sampling)[0]  # [prompt][sample]
-    finally:
-        if own:
-            engine.close()
+    if engine is None:
+        # In a child process: a closed vLLM engine does not give its memory back, and the run's
+        # own engine starts in this process next.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            completions = pool.submit(_sample, config, task.instruction, examples, sampling).result()
+    else:
+        completions = _sample(config, task.instruction, examples, sampling, engine)
     reward = get_reward(task.reward, **config.task.reward_options)
     scores = score_completions(reward, completions, examples)
     kept = []
@@ -61,3 +61,19 @@ def self_verified_examples(config, task, examples: list[Example], engine=None) -
                          f"prompts scores 1.0 with the {task.reward!r} reward; raise sft.self_samples "
                          f"or sft.self_prompts, or use adapter.init: fresh")
     return kept
+
+
+def _sample(config, instruction: str, examples: list[Example], sampling: SamplingSettings,
+            engine=None) -> list[list[Completion]]:
+    """Completions [prompt][sample] of the base model (an engine is started and closed here
+    unless one is given)."""
+    own = engine is None
+    if own:
+        planned = len(examples) * sampling.n * sampling.max_tokens
+        engine = make_engine(config.model, config.engine, config.adapter, planned_tokens=planned)
+    try:
+        prompts = build_prompts(engine.tokenizer, examples, instruction, config.model.chat_template)
+        return engine.generate(prompts, [None], sampling)[0]
+    finally:
+        if own:
+            engine.close()
