@@ -564,12 +564,6 @@ def test_reward_pickles():
     assert reward(["Sure, ok:\n<<T>> no commas"], [answer]) == [1.0]
 
 
-def test_data_dir_matches_the_data_loader(monkeypatch, tmp_path):
-    assert ifeval.data_dir() == default_data_dir()
-    monkeypatch.setenv("ESSA_DATA_DIR", str(tmp_path))
-    assert ifeval.data_dir() == default_data_dir() == tmp_path
-
-
 def test_missing_nltk_data_fails_at_build_time_with_instructions(monkeypatch, tmp_path):
     import nltk
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from essa.data import arithmetic
 from essa.data.example import Example
+from essa.data_dir import default_data_dir
 from essa.rewards.boxed import last_boxed
 
 GSM8K_INSTRUCTION = ("Solve the problem step by step. End your answer with a line of the form "
@@ -118,14 +119,6 @@ class TaskData:
         if name not in self.splits:
             raise KeyError(f"task {self.name!r} has no split {name!r}; it has {sorted(self.splits)}")
         return self.splits[name]
-
-
-def default_data_dir() -> Path:
-    """``$ESSA_DATA_DIR``, else ``../shared/data`` beside the project checkout."""
-    env = os.environ.get("ESSA_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def load_task(task_cfg) -> TaskData:

@@ -27,7 +27,9 @@ import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+
+from essa.data_dir import default_data_dir
+from essa.rewards.batch import checked_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -191,16 +193,6 @@ class _UnreadableLanguageFilter(logging.Filter):
         return not (record.name == "root" and str(record.msg).startswith("Unable to detect language"))
 
 
-def data_dir() -> Path:
-    """``$ESSA_DATA_DIR``, else ``../shared/data`` beside the checkout.
-
-    The same rule as ``essa.data.loading.default_data_dir``; not imported from there because
-    essa.data imports essa.rewards, and the reward registry imports this module.
-    """
-    env = os.environ.get("ESSA_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 def ensure_nltk_data() -> None:
     """Make sure NLTK finds its punkt_tab English tables (sentence and word counts need them).
 
@@ -216,7 +208,7 @@ def ensure_nltk_data() -> None:
         return
     except LookupError:
         pass
-    candidate = str(data_dir() / "nltk_data")
+    candidate = str(default_data_dir() / "nltk_data")
     if candidate not in nltk.data.path:
         nltk.data.path.append(candidate)
     try:
@@ -409,8 +401,7 @@ def _evaluate(
         raise TypeError("a reward takes lists of completions and answers, not single strings")
     if len(completions) != len(answers):
         raise ValueError(f"{len(completions)} completions but {len(answers)} gold answers")
-    if prompts is not None and len(prompts) != len(completions):
-        raise ValueError(f"{len(completions)} completions but {len(prompts)} prompts")
+    prompts = checked_prompts(prompts, len(completions))
     _ready()
     specs = [_spec(answer) for answer in answers]  # bad data fails before any scoring
     results = []
