@@ -15,6 +15,7 @@ Usage::
 """
 
 from population.base import Strategy
+from population.budget import split_budget
 from population.checkpoint import (ARRAY_DIR, ArrayFiles, CheckpointError, Snapshot,
                                    load_checkpoint, save_checkpoint, shared_digests, snapshot,
                                    write_snapshot)
@@ -30,6 +31,6 @@ __all__ = [
     "ARRAY_DIR", "AUTO_FULL_MAX_DIM", "AUTO_PYCMA_MAX_DIM", "ArrayFiles", "CheckpointError",
     "NumpyCMAES", "NumpySepCMAES", "OpenAIES", "PycmaCMAES", "STRATEGY_NAMES", "Snapshot",
     "Strategy", "centered_ranks", "load_checkpoint", "make_strategy", "resolve_name",
-    "sanitize_fitness", "save_checkpoint", "shared_digests", "snapshot", "to_cost",
-    "write_snapshot",
+    "sanitize_fitness", "save_checkpoint", "shared_digests", "snapshot", "split_budget",
+    "to_cost", "write_snapshot",
 ]

@@ -5,6 +5,12 @@ rule of ``population.fitness``) and optionally ``_stop``; the base class checks 
 arguments, holds the centre ``_mean`` (x0 clipped into the bounds) and step size ``_sigma``
 (pycma's wrapper overrides ``mean`` and ``sigma``), the counters and the best-so-far, and checks
 the stop conditions ``maxiter`` and ``ftarget``.
+
+Noise-aware options shared by all strategies (docs/population.md, "Mirrored sampling and the
+mean's learning rate"): ``mirrored`` (candidates in mirrored pairs, rows ``i`` and
+``i + popsize / 2``; needs an even popsize) and ``mean_lr`` (the mean moves that share of the way
+to the weighted recombination). Both are class attributes too, so a strategy pickled before they
+existed loads with the old behaviour (``False``, ``1.0``).
 """
 
 from __future__ import annotations
@@ -30,9 +36,15 @@ class Strategy(ABC):
     arrays_replaced_not_mutated = False
     """True where every array attribute is replaced by a new one instead of being changed in
     place: ``population.snapshot`` then freezes the state without copying it."""
+    mirrored: bool = False
+    """Candidates come as mirrored pairs: row ``i + popsize // 2`` is row ``i`` reflected
+    through the mean (before clipping into the bounds)."""
+    mean_lr: float = 1.0
+    """Learning rate of the mean (c_m of Hansen's tutorial): 1.0 is the plain update."""
 
     def __init__(self, x0, sigma0: float, popsize: int, seed: int, bounds=None,
-                 max_generations: int | None = None, target_fitness: float | None = None):
+                 max_generations: int | None = None, target_fitness: float | None = None,
+                 *, mirrored: bool = False, mean_lr: float = 1.0):
         x0 = np.array(x0, dtype=np.float64).reshape(-1)  # a copy: the caller's array stays theirs
         if x0.size == 0 or not np.all(np.isfinite(x0)):
             raise ValueError("x0 must be a non-empty finite vector")
@@ -40,6 +52,11 @@ class Strategy(ABC):
             raise ValueError("sigma0 must be positive")
         if int(popsize) < 2:
             raise ValueError("popsize must be at least 2")
+        if mirrored and int(popsize) % 2:
+            raise ValueError(f"mirrored sampling needs an even popsize, got {int(popsize)}")
+        mean_lr = float(mean_lr)
+        if not 0.0 < mean_lr <= 1.0:
+            raise ValueError(f"mean_lr must be in (0, 1], got {mean_lr}")
         self.dim = int(x0.size)
         self.popsize = int(popsize)
         self.seed = int(seed)
@@ -53,6 +70,8 @@ class Strategy(ABC):
         self.best_x: np.ndarray | None = None
         self.best_fitness = -np.inf
         self.last_failed = 0
+        self.mirrored = bool(mirrored)
+        self.mean_lr = mean_lr
 
     def ask(self) -> np.ndarray:
         """Return the next generation's candidates, shape (popsize, dim), float64."""
@@ -117,6 +136,23 @@ class Strategy(ABC):
     def _stop(self) -> dict:
         """Strategy-specific stop conditions."""
         return {}
+
+    def _normals(self, rng: np.random.Generator, dtype=np.float64) -> np.ndarray:
+        """(popsize, dim) standard normals from ``rng``: all independent, or, when
+        ``mirrored``, popsize / 2 drawn and stacked with their negatives (rows i and i + half)."""
+        if not self.mirrored:
+            return rng.standard_normal((self.popsize, self.dim), dtype=dtype)
+        half = rng.standard_normal((self.popsize // 2, self.dim), dtype=dtype)
+        return np.concatenate([half, -half])
+
+    def _apply_mean_lr(self, old_mean: np.ndarray, old_sigma: float,
+                       y_mean: np.ndarray) -> None:
+        """For the own CMA-ES after ``cma_params.advance`` (which moves the mean the whole way,
+        c_m = 1): with ``mean_lr`` < 1 put the mean at m + c_m sigma y_w instead (clipped). The
+        paths need no change: the tutorial's (m_new - m_old) / (c_m sigma) is y_w either way."""
+        if self.mean_lr != 1.0:
+            self._mean = clip_to_bounds(old_mean + (self.mean_lr * old_sigma) * y_mean,
+                                        self.bounds)
 
     def _record_best(self, candidates: np.ndarray, fitness: np.ndarray,
                      failed: np.ndarray) -> None:

@@ -45,7 +45,11 @@ def make_strategy(name: str, x0, sigma0: float, popsize: int, seed: int, bounds=
 
     ``bounds``: ``None`` or ``(lower, upper)``, each a scalar, a per-coordinate sequence or
     ``None``. ``options`` go to the strategy's constructor (``max_generations`` and
-    ``target_fitness`` for all; pycma options for ``cmaes`` and ``sep-cmaes``; see each class).
+    ``target_fitness`` for all; ``mirrored`` (mirrored pairs, rows i and i + popsize / 2; an
+    even popsize) and ``mean_lr`` (the mean's learning rate c_m in (0, 1]) for all, both off
+    by default (``openai-es`` is always mirrored; there ``mean_lr`` scales its step);
+    ``isotropic`` for ``sep-cmaes-numpy``; pycma options for ``cmaes`` and ``sep-cmaes``; see
+    each class).
     """
     concrete = resolve_name(name, int(np.asarray(x0).size))
     return _BUILDERS[concrete](x0, sigma0, popsize, seed, bounds, **options)

@@ -15,6 +15,8 @@ sampling, since the eigendecomposition is what dominates at large d (benchmarks/
   al., 2016).
 * Sampling runs in float32 (half the time; its precision is irrelevant), so A is kept in float32;
   C is kept and updated in float64.
+* ``mirrored``: half the normals are drawn, the other half are their negatives (rows i and
+  i + lam / 2), and so are the steps y. ``mean_lr`` (c_m): m += c_m sigma y_w, paths as before.
 * One generation of look-ahead: generation n samples from C as it was after tell n - 2, so
   ``prefetch()`` (between an ask and its tell) can draw them while the workers evaluate; the
   candidates are the same bits whether it was called or not.
@@ -41,8 +43,10 @@ class NumpyCMAES(Strategy):
 
     def __init__(self, x0, sigma0: float, popsize: int, seed: int, bounds=None,
                  max_generations: int | None = None, target_fitness: float | None = None,
-                 tolx: float = 1e-11, lazy_gap_factor: float = 1.0):
-        super().__init__(x0, sigma0, popsize, seed, bounds, max_generations, target_fitness)
+                 tolx: float = 1e-11, lazy_gap_factor: float = 1.0, mirrored: bool = False,
+                 mean_lr: float = 1.0):
+        super().__init__(x0, sigma0, popsize, seed, bounds, max_generations, target_fitness,
+                         mirrored=mirrored, mean_lr=mean_lr)
         p = self.params = cp.make_params(self.dim, self.popsize, separable=False)
         self.lazy_gap = lazy_gap_factor / ((p.c1 + p.cmu) * self.dim * 10)
         self.cov = np.eye(self.dim)  # C as of the last factorisation, (d, d) float64
@@ -86,6 +90,10 @@ class NumpyCMAES(Strategy):
         """(n, z, y): generation n's normals z and steps y = A z, float32 (lam, d)."""
         if n - self.factor_generation >= self.lazy_gap:
             self._factorize(through=n - 2, generation=n)
+        if self.mirrored:  # y of the second half negated, not recomputed: exact mirrors
+            half = self.rng.standard_normal((self.popsize // 2, self.dim), dtype=np.float32)
+            y_half = half @ self.factor.T
+            return n, np.concatenate([half, -half]), np.concatenate([y_half, -y_half])
         z = self.rng.standard_normal((self.popsize, self.dim), dtype=np.float32)  # (lam, d)
         return n, z, z @ self.factor.T  # y ~ N(0, C)
 
@@ -112,7 +120,9 @@ class NumpyCMAES(Strategy):
         p = self.params
         order = np.argsort(-fitness, kind="stable")  # best first
         z, y = (a[order] for a in self._samples(candidates))  # (lam, d) each, best first
-        h_sigma = cp.advance(self, p.weights[:p.mu] @ z[:p.mu], p.weights[:p.mu] @ y[:p.mu])
+        old_mean, old_sigma, y_mean = self._mean, self._sigma, p.weights[:p.mu] @ y[:p.mu]
+        h_sigma = cp.advance(self, p.weights[:p.mu] @ z[:p.mu], y_mean)
+        self._apply_mean_lr(old_mean, old_sigma, y_mean)
         # Queue eq. (47)'s update as the square roots of its weighted rows.
         decay, w = cp.cov_update_terms(np.einsum("ij,ij->i", z, z), h_sigma, p)
         coef = p.cmu * w  # (lam,)

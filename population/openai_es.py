@@ -22,7 +22,12 @@ class OpenAIES(Strategy):
 
     ``popsize`` must be even. ``optimizer``: ``"adam"`` (default) or ``"sgd"``, both stepping
     by ``learning_rate``; ``beta1``, ``beta2`` and ``adam_eps`` are Adam's constants.
+    Sampling is always mirrored (``mirrored`` is accepted for a uniform interface and ignored;
+    ``self.mirrored`` is True). ``mean_lr`` multiplies the mean's step (there is no
+    recombination here, so it is the same as scaling ``learning_rate``).
     """
+
+    mirrored = True
 
     name = "openai-es"
 
@@ -30,10 +35,14 @@ class OpenAIES(Strategy):
                  learning_rate: float = 0.01, optimizer: str = "adam",
                  weight_decay: float = 0.0, beta1: float = 0.9, beta2: float = 0.999,
                  adam_eps: float = 1e-8, max_generations: int | None = None,
-                 target_fitness: float | None = None):
-        super().__init__(x0, sigma0, popsize, seed, bounds, max_generations, target_fitness)
-        if self.popsize % 2:
+                 target_fitness: float | None = None, mirrored: bool = True,
+                 mean_lr: float = 1.0):
+        if int(popsize) % 2:
             raise ValueError("openai-es needs an even popsize (mirrored pairs)")
+        # Always mirrored (its gradient estimator needs the pairs): ``mirrored=False``, a run
+        # default meant for the CMA strategies, is accepted and changes nothing.
+        super().__init__(x0, sigma0, popsize, seed, bounds, max_generations, target_fitness,
+                         mirrored=True, mean_lr=mean_lr)
         if optimizer not in ("adam", "sgd"):
             raise ValueError("optimizer must be 'adam' or 'sgd'")
         self.learning_rate = float(learning_rate)
@@ -59,7 +68,10 @@ class OpenAIES(Strategy):
         shaped = centered_ranks(fitness)
         gradient = (shaped[:half] - shaped[half:]) @ eps / (self.popsize * self._sigma)
         gradient -= self.weight_decay * self._mean
-        self._mean = clip_to_bounds(self._mean + self._step(gradient), self.bounds)
+        step = self._step(gradient)
+        if self.mean_lr != 1.0:  # a multiplier on the step (Adam state is not affected)
+            step = self.mean_lr * step
+        self._mean = clip_to_bounds(self._mean + step, self.bounds)
         self._eps = self._last_x = None
 
     def _directions(self, candidates: np.ndarray) -> np.ndarray:

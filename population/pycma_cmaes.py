@@ -53,12 +53,24 @@ class PycmaCMAES(Strategy):
     ``diagonal=True`` selects sep-CMA-ES (pycma option ``CMA_diagonal``). ``bounds`` uses pycma's
     own boundary handling (``BoundTransform``). ``pycma_options`` are passed through unchanged
     (for example ``tolfun``, ``CMA_active``); verbosity and log files are off by default.
+
+    ``mirrored`` uses pycma's unconditional mirrored sampling (``CMA_mirrors = popsize // 2``,
+    ``CMA_mirrormethod = 0``): pycma samples in its genotype space and mirrors there, so with
+    bounds the BoundTransform'd phenotypes are mirrors only where no bound is near. ``tell``
+    is exact all the same: pycma looks every told solution's genotype up in its archive of
+    asked solutions, so y = (geno - mean) / sigma is the sampled step. ``mean_lr`` is pycma's
+    ``CMA_cmean`` (its paths divide the mean shift by it, as the tutorial does).
     """
 
     def __init__(self, x0, sigma0: float, popsize: int, seed: int, bounds=None,
                  diagonal: bool = False, max_generations: int | None = None,
-                 target_fitness: float | None = None, **pycma_options):
-        super().__init__(x0, sigma0, popsize, seed, bounds, max_generations, target_fitness)
+                 target_fitness: float | None = None, mirrored: bool = False,
+                 mean_lr: float = 1.0, **pycma_options):
+        super().__init__(x0, sigma0, popsize, seed, bounds, max_generations, target_fitness,
+                         mirrored=mirrored, mean_lr=mean_lr)
+        for key in ("CMA_mirrors", "CMA_mirrormethod", "CMA_cmean"):
+            if key in pycma_options and (mirrored or mean_lr != 1.0):
+                raise ValueError(f"pass mirrored / mean_lr or the pycma option {key}, not both")
         self.name = "sep-cmaes" if diagonal else "cmaes"
         self.diagonal = bool(diagonal)
         self._randn = PrivateNormal(pycma_seed(seed))
@@ -68,6 +80,10 @@ class PycmaCMAES(Strategy):
                 "tolflatfitness": np.inf}
         if self.bounds is not None:
             opts["bounds"] = [list(self.bounds[0]), list(self.bounds[1])]
+        if self.mirrored:  # unconditional mirrors: pycma's rows 2k + 1 = -rows 2k (genotype)
+            opts.update(CMA_mirrors=self.popsize // 2, CMA_mirrormethod=0)
+        if self.mean_lr != 1.0:
+            opts["CMA_cmean"] = self.mean_lr
         opts.update(pycma_options)
         with private_global_random_state(self._global_state):
             self.es = cma.CMAEvolutionStrategy(np.asarray(x0, dtype=np.float64).reshape(-1),
@@ -83,11 +99,21 @@ class PycmaCMAES(Strategy):
 
     def _ask(self) -> np.ndarray:
         with private_global_random_state(self._global_state):
-            return np.asarray(self.es.ask(), dtype=np.float64)
+            X = np.asarray(self.es.ask(), dtype=np.float64)
+        return X[self._mirror_order()] if self.mirrored else X
 
     def _tell(self, candidates: np.ndarray, fitness: np.ndarray) -> None:
+        cost = to_cost(fitness)
+        if self.mirrored:  # back into the order pycma asked them in
+            inverse = np.argsort(self._mirror_order())
+            candidates, cost = candidates[inverse], cost[inverse]
         with private_global_random_state(self._global_state):
-            self.es.tell(list(candidates), list(to_cost(fitness)))
+            self.es.tell(list(candidates), list(cost))
+
+    def _mirror_order(self) -> np.ndarray:
+        """pycma's unconditional mirrors are adjacent (rows 2k, 2k + 1); this order puts them
+        at rows k and k + popsize / 2, the layout every strategy here uses."""
+        return np.concatenate([np.arange(0, self.popsize, 2), np.arange(1, self.popsize, 2)])
 
     def _stop(self) -> dict:
         with private_global_random_state(self._global_state):

@@ -46,7 +46,7 @@ def test_report_table_figures_and_plot(tmp_path):
     assert "| model | validation (100 items) | test (200 items) |" in text
     assert "| base model | 5.0% | 6.0% |" in text
     assert "| SFT warm start | 40.0% | 38.0% |" in text
-    assert "| ESSA (mean vector) | 52.0% | 45.5% |" in text
+    assert "| ESSA, last mean | 52.0% | 45.5% |" in text
     assert "ESSA minus SFT warm start on test: +7.5 points." in text
     assert "| 3 | 36 | 3,000 | 1 min 30 s | 1 min 40 s | 1920 | 12 | CMAES | 0.31 |" in text
     assert "| -1 | 40.0% | 0 s | 0 |" in text and "| 2 | 52.0% | 1 min 30 s | 3,000 |" in text
@@ -65,7 +65,7 @@ def test_report_names_a_dense_fitness_and_handles_an_unfinished_run(tmp_path):
 def test_report_of_a_reward_model_run_gives_scores_not_percentages(tmp_path):
     text = write_report(fake_run(tmp_path / "r3", fitness="reward_model")).read_text()
     assert "the reward model's mean score" in text
-    assert "| SFT warm start | 0.4000 | 0.3800 |" in text and "| ESSA (mean vector) | 0.5200 | 0.4550 |" in text
+    assert "| SFT warm start | 0.4000 | 0.3800 |" in text and "| ESSA, last mean | 0.5200 | 0.4550 |" in text
     assert "ESSA minus SFT warm start on test: +0.0750." in text
     assert "| generation | reward-model score |" in text and "| 2 | 0.5200 |" in text
     assert "%" not in text.split("| model |")[1].split("ESSA minus")[0]

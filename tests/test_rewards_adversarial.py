@@ -59,6 +59,11 @@ def test_numeric_rewards_survive_hostile_text(name):
     reward = get_reward(name)
     start = time.monotonic()
     assert reward(list(HOSTILE.values()), ["5"] * len(HOSTILE)) == [0.0] * len(HOSTILE)
+    # numbers past Python's 4,300-digit int() limit are no answer, not a crash
+    huge = ["#### " + "9" * 5_000 + "\n", "the answer is " + "9" * 5_000, "#### 1" + "0" * 5_000]
+    assert reward(huge, ["5", "5", "5"]) == [0.0, 0.0, 0.0]
+    if name == "gsm8k":
+        assert get_reward(name, mode="flexible")(huge[1:2], ["5"]) == [0.0]
     assert time.monotonic() - start < 2.0
 
 

@@ -163,7 +163,7 @@ def test_new_run_over_an_existing_run_is_refused_and_leaves_it_intact(tmp_path, 
     assert code == 2 and "already holds a run" in err and f"--resume {tmp_path / 'fake'}" in err
     assert (tmp_path / "fake/metrics.jsonl").read_text() == metrics
     report = (tmp_path / "fake/report.md").read_text()  # the finished run's report
-    assert "| ESSA (mean vector) |" in report and (tmp_path / "fake/fitness.png").is_file()
+    assert "| ESSA, last mean |" in report and (tmp_path / "fake/fitness.png").is_file()
 
 
 def test_a_run_that_never_checkpointed_is_started_over(tmp_path, adapter):

@@ -15,7 +15,7 @@ def test_reward_model_search_under_mpirun_with_a_real_engine(tmp_path, demo_mode
             "fitness.kind": "reward_model", "fitness.reward_model.path": rm,
             "fitness.reward_model.dtype": "float32", "fitness.reward_model.baseline": "true",
             "engine.enforce_eager": "true", "engine.max_tokens": 12, "engine.kv_cache_gib": 1,
-            "search.popsize": 3, "search.generations": 2, "search.sigma0": 0.1,
+            "search.popsize": 3, "search.mirrored": "false", "search.generations": 2, "search.sigma0": 0.1,
             "fitness.prompts_per_candidate": 4, "runtime.eval_every": 2, "runtime.eval_items": 4,
             "runtime.test_items": 4}
     args = ["--config", str(ROOT / "launch/configs/demo-cpu.yaml"),
@@ -42,7 +42,7 @@ def test_reward_model_search_under_mpirun_with_a_real_engine(tmp_path, demo_mode
     assert "reward model LlamaForSequenceClassification" in summary["engines"]["1"]
     assert "reward model loaded in" in err
     assert "validation reward-model score of the start:" in err and "validation accuracy" not in err
-    assert "| ESSA (mean vector) | " in (run_dir / "report.md").read_text()
+    assert "| ESSA, last mean | " in (run_dir / "report.md").read_text()
     # Pairs scored: 2 generations x 3 candidates x 4 prompts, the base model's answers to each
     # generation's 4 prompts once (not once per candidate), validations 2 x 4, final 2 x 3 x 4.
     assert f"reward model: {24 + 8 + 8 + 24} pairs scored" in err, err[-3000:]

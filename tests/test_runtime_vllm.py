@@ -55,7 +55,7 @@ def test_demo_config_shrunk_under_mpirun_three_ranks_real_engines(tmp_path, demo
     report = (run_dir / "report.md").read_text()
     test_base = 100 * summary["test"]["accuracy"]["base"]
     assert f"| base model | {100 * summary['validation']['accuracy']['base']:.1f}% | {test_base:.1f}% |" in report
-    assert "| SFT warm start |" in report and "| ESSA (mean vector) |" in report
+    assert "| SFT warm start |" in report and "| ESSA, last mean |" in report
     assert (run_dir / "fitness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"report: {run_dir / 'report.md'}" in err
     # A quiet console: essa's lines, not vLLM's per-step INFO lines (hundreds in a real run).

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(parser)
     parser.add_argument("--model", help="base model folder or alias (default: the config's model.path)")
     parser.add_argument("--adapter", help="a PEFT LoRA adapter folder to apply, or an essa-train run "
-                        "directory (its adapter_mean/)")
+                        "directory (the adapter it returns: adapter_selected/, else adapter_mean/)")
     parser.add_argument("--datasets", help="comma-separated: arithmetic, gsm8k, math500, aime24, "
                         "amc23, minerva_math, olympiadbench, ifeval, or a file path (default: the config's task)")
     parser.add_argument("--split", help="split to evaluate (default: a benchmark's test split, "
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         config.adapter.rank = adapter.rank
 
     from essa.engines import make_engine, sampling_from_config
+    from essa.engines.factory import stop_rule_for
     from essa.evaluation.evaluate import evaluate
     from essa.evaluation.metrics import summarize_scores
     from essa.rundir import setup_logging
@@ -103,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: %d items (%s) ...", name, len(examples), split)
         # the config's reward options belong to its own task; other datasets use their defaults
         options = config.task.reward_options if name == config.task.dataset else {}
-        result = evaluate(engine, prompts, examples, get_reward(task.reward, **options), sampling,
+        # each dataset's own reward picks its stop rule (engine.stop_at_answer), as in training
+        task_sampling = dataclasses.replace(sampling, stop_rule=stop_rule_for(config.engine, task.reward, options))
+        result = evaluate(engine, prompts, examples, get_reward(task.reward, **options), task_sampling,
                           candidate=adapter.candidate if adapter else None)
         if args.samples > 1:
             stats = summarize_scores(sample_scores=result.scores, k=args.samples).as_dict()
@@ -202,8 +205,9 @@ def ifeval_numbers(result) -> dict:
 
 
 def adapter_folder(path: Path) -> Path:
-    """A PEFT folder as given, or a run directory's searched adapter (adapter_mean, then _best)."""
-    for name in ("adapter_mean", "adapter_best"):
+    """A PEFT folder as given, or the adapter a run directory returns (adapter_selected, the
+    best-validated mean; then adapter_mean, then adapter_best)."""
+    for name in ("adapter_selected", "adapter_mean", "adapter_best"):
         if not (path / "adapter_config.json").is_file() and (path / name / "adapter_config.json").is_file():
             return path / name
     return path

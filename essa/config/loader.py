@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from essa.config.schema import ConfigError, RunConfig
+from population.budget import split_budget
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -36,9 +37,45 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = loaded
     for item in overrides or []:
         apply_override(raw, item)
+    apply_preset(raw)
+    apply_budget(raw)
     config = from_dict(RunConfig, raw)
     config.validate()
     return config
+
+
+PAPER_PRESET = {("search", "mirrored"): False, ("search", "mean_lr"): 1.0,
+                ("fitness", "prompt_sampling"): "uniform", ("engine", "stop_at_answer"): False}
+"""What ``search.preset: paper`` sets: the paper's method (fields set explicitly win)."""
+
+
+def apply_preset(raw: dict) -> None:
+    """Fill the fields of ``search.preset`` that the config and overrides left unset."""
+    preset = (raw.get("search") or {}).get("preset", "essa")
+    if preset != "paper":
+        return  # "essa" is the schema's defaults; a wrong name is reported by from_dict
+    for (section, key), value in PAPER_PRESET.items():
+        node = raw.setdefault(section, {})
+        if isinstance(node, dict):
+            node.setdefault(key, value)
+
+
+def apply_budget(raw: dict) -> None:
+    """``search.evaluations_per_generation`` > 0: derive popsize and prompts per candidate."""
+    search, fitness = raw.get("search") or {}, raw.get("fitness") or {}
+    budget = search.get("evaluations_per_generation", 0) if isinstance(search, dict) else 0
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+        return  # 0, or a wrong type that from_dict reports
+    taken = [name for name, node, key in (("search.popsize", search, "popsize"),
+                                          ("fitness.prompts_per_candidate", fitness, "prompts_per_candidate"))
+             if isinstance(node, dict) and key in node]
+    if taken:
+        raise ConfigError(f"search.evaluations_per_generation sets {' and '.join(taken)}: set either "
+                          f"the budget or {' and '.join(taken)}, not both")
+    mirrored = search.get("mirrored", True) is not False
+    popsize, per_candidate = split_budget(budget, mirrored)
+    raw.setdefault("search", {})["popsize"] = popsize
+    raw.setdefault("fitness", {})["prompts_per_candidate"] = per_candidate
 
 
 def apply_override(raw: dict, item: str) -> None:

@@ -226,12 +226,21 @@ class FitnessConfig:
     prompts_per_candidate: int = _f(32, "Mini-batch size: prompts every candidate of a generation is "
                                     "scored on (the same prompts for all candidates).")
     hybrid_weight: float = _f(0.1, "Weight of the per-token log-likelihood in the hybrid fitness.")
+    prompt_sampling: Literal["uniform", "informative"] = _f(
+        "informative", "How each generation's mini-batch is drawn from the train split. uniform: a "
+        "fresh seeded permutation, epoch after epoch (the paper's). informative: a share fresh_share "
+        "drawn that way, the rest from prompts whose last mean reward over a generation's candidates "
+        "was neither the lowest nor the highest possible (some candidates right, some wrong), "
+        "which carry ranking information (essa/data/informative.py).")
+    fresh_share: float = _f(0.5, "prompt_sampling informative: share of each mini-batch drawn fresh, "
+                            "so the solve-rate estimates keep meeting new prompts.")
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig,
                                             metadata={"help": "The reward model of kind reward_model."})
 
     def validate(self) -> None:
         _check(self.prompts_per_candidate >= 1, "fitness.prompts_per_candidate: must be >= 1")
         _check(self.hybrid_weight >= 0, "fitness.hybrid_weight: must be >= 0")
+        _check(0 < self.fresh_share <= 1, f"fitness.fresh_share: must be in (0, 1], got {self.fresh_share}")
         _check(self.kind != "reward_model" or bool(self.reward_model.path),
                "fitness.reward_model.path: must be set (a local reward model folder) with "
                "fitness.kind reward_model")
@@ -261,6 +270,10 @@ class EngineConfig:
         "restored exactly, one candidate per pass), 'hybrid' (merged for a pass of one candidate, "
         "adapter for several), 'auto' (CPU build with dense weights: hybrid when enforce_eager, "
         "else merged; otherwise adapter).")
+    stop_at_answer: bool = _f(
+        True, "Stop a completion as soon as its reward is decided: after the line of its first "
+        "'#### n' (arithmetic, gsm8k) or after its first complete \\boxed{...} (math). Saves the "
+        "tokens a model spends after its answer; other rewards are unaffected (essa/engines/stop_rules.py).")
     max_loras: int = _f(8, "Adapter mode: most candidates (LoRA adapters) in one engine pass.")
     adapter_dir: str = _f("", "Adapter mode: folder for candidate adapters (default /dev/shm).")
     enforce_eager: bool | Literal["auto"] = _f(
@@ -296,6 +309,22 @@ class SearchConfig:
     sigma0: float = _f(0.3, "Initial step size (in units of z for relative, of s for absolute).")
     popsize: int = _f(12, "Candidates per generation (lambda).")
     generations: int = _f(10, "Generations to run (a resumed run continues up to this number).")
+    preset: Literal["essa", "paper"] = _f(
+        "essa", "essa: this project's defaults. paper: the paper's method, for comparable results: "
+        "no mirrored sampling, mean_lr 1, uniform mini-batches, completions to engine.max_tokens "
+        "(no stop_at_answer). A field set explicitly in the config or with --set wins over the preset.")
+    mirrored: bool = _f(True, "Mirrored (antithetic) sampling: candidates come in pairs m + sigma*y "
+                        "and m - sigma*y, scored on the same prompts, so a pair's difference "
+                        "cancels the mini-batch's common difficulty. Needs an even popsize.")
+    mean_lr: float = _f(0.5, "Learning rate of the mean (CMA-ES's c_m): the mean moves this share of "
+                        "the way to the weighted recombination of the selected candidates. Below 1 "
+                        "it averages the noisy steps of several generations (0.5 measured best at "
+                        "the demo's budget: benchmarks/RESULTS.md, noisy search benchmark; 1 is the "
+                        "paper's).")
+    evaluations_per_generation: int = _f(
+        0, "A fixed budget of candidate-prompt evaluations per generation; when > 0 it sets "
+        "search.popsize and fitness.prompts_per_candidate (do not set those too) by the split that "
+        "population/budget.py measured best (benchmarks/RESULTS.md). 0: use the two fields.")
 
     def validate(self) -> None:
         _check(self.strategy in STRATEGY_NAMES,
@@ -303,6 +332,12 @@ class SearchConfig:
         _check(self.sigma0 > 0, f"search.sigma0: must be > 0, got {self.sigma0}")
         _check(self.popsize >= 2, f"search.popsize: must be >= 2, got {self.popsize}")
         _check(self.generations >= 1, f"search.generations: must be >= 1, got {self.generations}")
+        _check(0 < self.mean_lr <= 1, f"search.mean_lr: must be in (0, 1], got {self.mean_lr}")
+        _check(not self.mirrored or self.popsize % 2 == 0,
+               f"search.mirrored: needs an even search.popsize, got {self.popsize} "
+               f"(or set search.mirrored=false)")
+        _check(self.evaluations_per_generation >= 0,
+               f"search.evaluations_per_generation: must be >= 0, got {self.evaluations_per_generation}")
 
 
 @dataclass
@@ -313,6 +348,8 @@ class RuntimeConfig:
                          "(0: never during the run).")
     eval_items: int = _f(100, "Validation items of those evaluations (the first N of the split).")
     test_items: int = _f(100, "Test items of the final base / start / mean evaluation (0: skip).")
+    patience: int = _f(0, "Stop the search early when the validation score of the mean has not "
+                       "improved for this many validations in a row (0: never).")
     min_task_items: int = _f(
         16, "End of a generation: a task holds at most the waiting items / workers, but at least "
         "this many, so the last candidates are cut into slices of their prompts that idle workers "
@@ -339,6 +376,7 @@ class RuntimeConfig:
         _check(self.eval_every >= 0, f"runtime.eval_every: must be >= 0, got {self.eval_every}")
         _check(self.eval_items >= 1, f"runtime.eval_items: must be >= 1, got {self.eval_items}")
         _check(self.test_items >= 0, f"runtime.test_items: must be >= 0, got {self.test_items}")
+        _check(self.patience >= 0, f"runtime.patience: must be >= 0, got {self.patience}")
         _check(self.task_timeout_s > 0, "runtime.task_timeout_s: must be > 0")
         _check(self.min_task_items >= 0, f"runtime.min_task_items: must be >= 0, got {self.min_task_items}")
         _check(self.fake_delay_s >= 0, "runtime.fake_delay_s: must be >= 0")

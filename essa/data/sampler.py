@@ -25,11 +25,15 @@ class BatchSampler:
 
     def batch(self, generation: int) -> np.ndarray:
         """Indices (batch_size,) for ``generation`` (0-based)."""
-        start = generation * self.batch_size
+        return self.items(generation * self.batch_size, self.batch_size)
+
+    def items(self, start: int, count: int) -> np.ndarray:
+        """Items ``start .. start + count - 1`` of the stream of epochs (``batch`` reads it in
+        steps of batch_size; the informative sampler reads its fresh items from it)."""
         out = []
-        while len(out) < self.batch_size:
+        while len(out) < count:
             epoch, offset = divmod(start + len(out), self.n)
-            take = min(self.n - offset, self.batch_size - len(out))
+            take = min(self.n - offset, count - len(out))
             out.extend(self._epoch(epoch)[offset:offset + take].tolist())
         return np.asarray(out, dtype=np.int64)
 

@@ -21,7 +21,11 @@ class Completion:
 
 @dataclass
 class SamplingSettings:
-    """How to decode; greedy unless ``temperature > 0``."""
+    """How to decode; greedy unless ``temperature > 0``.
+
+    ``stop_rule``: a rule of :mod:`essa.engines.stop_rules` (``engine.stop_at_answer``): stop a
+    completion once its reward is decided and cut its text there; None generates as before.
+    """
 
     max_tokens: int = 64
     temperature: float = 0.0
@@ -29,6 +33,7 @@ class SamplingSettings:
     n: int = 1
     seed: int = 0
     stop: list[str] = field(default_factory=list)
+    stop_rule: str | None = None
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 from essa.engines.base import Completion, ContinuationScore, SamplingSettings
 from essa.engines.hf_lora import BatchedLora, row_segments
 from essa.engines.lora_weights import as_lora_candidate
+from essa.engines.stop_rules import cut_text, get_rule
 from essa.models.dtype import probe_device, resolve_dtype
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -77,6 +78,7 @@ class TransformersEngine:
             self.model.to(self.device)
         self.model.eval()
         self.eos_ids = self._eos_ids()
+        self._token_texts: dict[int, str] = {}  # token id -> its text alone (stop rule triggers)
         if self.dtype_choice.warning:
             logging.getLogger("essa").warning(self.dtype_choice.warning)
 
@@ -125,14 +127,21 @@ class TransformersEngine:
         """Completions [candidate][prompt][sample]; greedy unless ``sampling.temperature > 0``."""
         sampling = sampling or SamplingSettings()
         n, prompt_ids, config = sampling.n, self._encode(prompts), self._generation_config(sampling)
+        rule = sampling.stop_rule
+        from transformers import StoppingCriteriaList
 
         def run(chunk_no: int, rows: list[int]) -> list[Completion]:  # row = prompt * n + sample
             ids, mask = self._left_pad([prompt_ids[r // n] for r in rows])
+            stopper, extra = None, {}
+            if rule is not None:  # engine.stop_at_answer: rows end once their answer is decided
+                stopper = _RuleStop(rule, self.tokenizer, ids.shape[1], self._token_texts)
+                extra["stopping_criteria"] = StoppingCriteriaList([stopper])
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed(sampling.seed + chunk_no)  # sampled rows: reproducible per chunk
-                out = self.model.generate(input_ids=ids, attention_mask=mask,
-                                          generation_config=config, tokenizer=self.tokenizer)
-            return [self._completion(r, sampling.stop) for r in out[:, ids.shape[1]:].tolist()]
+                out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                          tokenizer=self.tokenizer, **extra)
+            return [self._completion(r, sampling.stop, rule, stopper.stopped.get(i) if stopper else None)
+                    for i, r in enumerate(out[:, ids.shape[1]:].tolist())]
 
         flat = self._per_candidate(candidates, len(prompts) * n, run)
         return [[per[p * n:(p + 1) * n] for p in range(len(prompts))] for per in flat]
@@ -148,19 +157,24 @@ class TransformersEngine:
             num_return_sequences=1, eos_token_id=self.eos_ids,
             pad_token_id=self.tokenizer.pad_token_id, stop_strings=sampling.stop or None)
 
-    def _completion(self, new_ids: list[int], stop: list[str]) -> Completion:
-        """Cut generated ids after the first eos (counted, not shown) or at a stop string."""
+    def _completion(self, new_ids: list[int], stop: list[str], rule: str | None = None,
+                    stopped_at: int | None = None) -> Completion:
+        """Cut generated ids after the first eos (counted, not shown) or at a stop string; with a
+        stop rule, the ids end where the rule stopped the row (``stopped_at`` tokens: what follows
+        is padding) and the text at the rule's cut."""
+        if stopped_at is not None:
+            new_ids = new_ids[:stopped_at]
         eos = next((i for i, t in enumerate(new_ids) if t in self.eos_ids), None)
         ids = new_ids if eos is None else new_ids[:eos]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         cut = _first_stop(text, stop)
         if cut is None:
-            return Completion(text, len(ids) if eos is None else eos + 1)
+            return Completion(cut_text(rule, text), len(ids) if eos is None else eos + 1)
         # Like vLLM: the text ends before the stop string; the tokens count up to the one completing it.
         used = next(n for n in range(1, len(ids) + 1)
                     if _first_stop(self.tokenizer.decode(ids[:n], skip_special_tokens=True), stop)
                     is not None)
-        return Completion(text[:cut], used)
+        return Completion(cut_text(rule, text[:cut]), used)
 
     def score_continuations(self, prompts: Sequence[str], continuations: Sequence[str],
                             candidates: Sequence[Any] = (None,)) -> list[list[ContinuationScore]]:
@@ -211,3 +225,45 @@ def _first_stop(text: str, stop: list[str]) -> int | None:
     """Index of the earliest stop string in ``text``, or None."""
     hits = [i for i in (text.find(s) for s in stop if s) if i >= 0]
     return min(hits) if hits else None
+
+
+class _RuleStop:
+    """A transformers stopping criterion for a stop rule (essa/engines/stop_rules.py): a row is
+    done once the rule gives a cut of its generated text. Only a new token holding one of the
+    rule's trigger characters (after one holding a required character) costs a decode of the
+    row. ``stopped``: row -> generated tokens when it stopped."""
+
+    def __init__(self, rule: str, tokenizer, prompt_width: int, token_texts: dict[int, str]):
+        self.rule, self.tokenizer, self.width = get_rule(rule), tokenizer, prompt_width
+        self.token_texts = token_texts  # shared by the engine's calls: token id -> its text
+        self.read = prompt_width  # columns of input_ids already read
+        self.armed: set[int] = set()
+        self.stopped: dict[int, int] = {}
+
+    def _text(self, token_id: int) -> str:
+        text = self.token_texts.get(token_id)
+        if text is None:
+            text = self.token_texts[token_id] = self.tokenizer.decode([token_id])
+        return text
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        new = input_ids[:, self.read:].tolist()
+        self.read = input_ids.shape[1]
+        rule = self.rule
+        for row, tokens in enumerate(new):
+            if row in self.stopped:
+                continue
+            triggered = False
+            for token_id in tokens:
+                text = self._text(token_id)
+                if row not in self.armed and any(c in text for c in rule.requires):
+                    self.armed.add(row)
+                triggered = triggered or (row in self.armed and any(c in text for c in rule.triggers))
+            if triggered:
+                generated = input_ids[row, self.width:].tolist()
+                if rule.cut(self.tokenizer.decode(generated, skip_special_tokens=True)) is not None:
+                    self.stopped[row] = len(generated)
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self.stopped:
+            done[list(self.stopped)] = True
+        return done

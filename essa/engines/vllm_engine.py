@@ -22,6 +22,7 @@ from essa.engines import vllm_internals as internals
 from essa.engines.base import Completion, ContinuationScore, SamplingSettings
 from essa.engines.compile_choice import choose_eager
 from essa.engines.lora_weights import as_lora_candidate, module_deltas
+from essa.engines.stop_rules import cut_text
 from essa.engines.vllm_cpu_lora import LoraProductCache, caching
 from essa.engines.vllm_merged import MergedWeights
 from essa.models.dtype import resolve_dtype
@@ -71,9 +72,12 @@ class _Mode:
     def generate(self, prompts: Sequence[str], candidates: Sequence[Any] = (None,),
                  sampling: SamplingSettings | None = None) -> list[list[list[Completion]]]:
         """Completions [candidate][prompt][sample]: every prompt under every candidate."""
-        outputs = self.run(list(prompts), list(candidates), _params(sampling or SamplingSettings()))
-        return [[[Completion(o.text, len(o.token_ids)) for o in out.outputs] for out in per]
-                for per in outputs]
+        sampling = sampling or SamplingSettings()
+        outputs = self.run(list(prompts), list(candidates), _params(sampling))
+        # A stopped request's text ends at its rule's cut (the end token it was forced to, and
+        # the rest of the token that completed the answer, dropped); its count keeps every token.
+        return [[[Completion(cut_text(sampling.stop_rule, o.text), len(o.token_ids)) for o in out.outputs]
+                 for out in per] for per in outputs]
 
     def score_continuations(self, prompts: Sequence[str], continuations: Sequence[str],
                             candidates: Sequence[Any] = (None,)) -> list[list[ContinuationScore]]:
@@ -105,6 +109,8 @@ def _params(sampling: SamplingSettings, **extra):
     # generators refuse ("CPU Generator does not use offset"). There the engine's own generator
     # (seeded with engine.seed at start) samples: reproducible for the same calls on a new engine.
     seeded = not greedy and not current_platform.is_cpu()
+    if sampling.stop_rule is not None:  # read by internals.StopRuleProcessor in the engine core
+        extra["extra_args"] = {internals.STOP_RULE_ARG: sampling.stop_rule}
     return SamplingParams(max_tokens=sampling.max_tokens, temperature=sampling.temperature,
                           top_p=1.0 if greedy else sampling.top_p, n=sampling.n,
                           seed=sampling.seed if seeded else None, stop=sampling.stop or None, **extra)
@@ -242,7 +248,8 @@ class VLLMEngine:
                        max_model_len=engine_cfg.max_model_len,
                        gpu_memory_utilization=engine_cfg.memory_fraction,
                        tensor_parallel_size=engine_cfg.tensor_parallel_size,
-                       seed=engine_cfg.seed, enforce_eager=self.eager, **kwargs)
+                       seed=engine_cfg.seed, enforce_eager=self.eager,
+                       logits_processors=[internals.StopRuleProcessor], **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         if self.dtype_choice.warning:
             logging.getLogger("essa").warning(self.dtype_choice.warning)

@@ -3,7 +3,8 @@
 Merged mode: the driver's Llama-style torch model (fused ``qkv_proj`` and ``gate_up_proj``, LoRA
 layers wrapping a ``base_layer``) and the CPU build's weight packing. Adapter mode on the CPU:
 ``PunicaWrapperCPU.add_lora_linear`` replaced by :mod:`essa.engines.vllm_cpu_lora`, and
-``CpuPlatform.check_and_update_config`` patched so a LoRA engine keeps torch.compile. Importing
+``CpuPlatform.check_and_update_config`` patched so a LoRA engine keeps torch.compile.
+``engine.stop_at_answer``: :class:`StopRuleProcessor`, a v1 logits processor. Importing
 this module fails on a vLLM outside :data:`SUPPORTED_VLLM`, rather than late and obscurely.
 vLLM's submodules are imported where used: before ``vllm.LLM`` they can hit an import cycle.
 """
@@ -139,3 +140,114 @@ def vllm_cpu_add_lora_linear():
     """vLLM's own ``PunicaWrapperCPU.add_lora_linear``, whether or not ours is installed (tests)."""
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
     return _vllm_originals.get("add_lora_linear", PunicaWrapperCPU.add_lora_linear)
+
+
+# -- stop at the answer (engine.stop_at_answer) ---------------------------------------------------
+# vLLM 0.32 stops only on strings and token ids; a stop rule is checked by a v1 logits processor
+# (the documented custom-processor interface) that ends a request by forcing its end-of-sequence
+# token on the step after the rule gave a cut. A request asks for it in SamplingParams.extra_args.
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality  # noqa: E402
+
+from essa.engines import stop_rules  # noqa: E402
+
+STOP_RULE_ARG = "essa_stop_rule"
+
+
+class _StopState:
+    """One tracked request: its rule, vLLM's live list of its output ids, how far they were read."""
+
+    __slots__ = ("rule", "output_ids", "read", "armed", "end_id", "done")
+
+    def __init__(self, rule: stop_rules.StopRule, output_ids: list[int], end_id: int):
+        self.rule, self.output_ids, self.end_id = rule, output_ids, end_id
+        self.read, self.armed, self.done = 0, False, False
+
+
+class StopRuleProcessor(LogitsProcessor):
+    """Ends a request once its stop rule (``extra_args[STOP_RULE_ARG]``) gives a cut of its text.
+
+    Before each step it reads the requests' new output tokens; only a token holding one of the
+    rule's trigger characters (after one holding a required character) makes it decode the
+    request's whole output and ask the rule. A decided request then gets every logit but its
+    end-of-sequence token's set to -inf: greedy and sampled decoding alike pick that token and
+    vLLM finishes the request. Requests without the argument are never touched.
+    """
+
+    def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
+        self.model_config = vllm_config.model_config
+        self.tokenizer = None  # loaded on the first tracked request
+        self.tracked: dict[int, _StopState] = {}  # batch row -> state
+        self.token_texts: dict[int, str] = {}  # token id -> its text alone (trigger checks)
+
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        rule = (sampling_params.extra_args or {}).get(STOP_RULE_ARG)
+        if rule is not None:
+            stop_rules.get_rule(rule)
+
+    def is_argmax_invariant(self) -> bool:
+        return False  # forcing the end token changes greedy picks too
+
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        if batch_update is not None:
+            for row in batch_update.removed:
+                self.tracked.pop(row, None)
+            for row, params, _, output_ids in batch_update.added:
+                state = self._new_state(params, output_ids)
+                if state is None:
+                    self.tracked.pop(row, None)
+                else:
+                    self.tracked[row] = state
+            for first, second, direction in batch_update.moved:
+                a, b = self.tracked.pop(first, None), self.tracked.pop(second, None)
+                if a is not None:
+                    self.tracked[second] = a
+                if b is not None and direction == MoveDirectionality.SWAP:
+                    self.tracked[first] = b
+        for state in self.tracked.values():
+            if not state.done:
+                self._read(state)
+
+    def _new_state(self, params, output_ids: list[int]) -> _StopState | None:
+        name = (params.extra_args or {}).get(STOP_RULE_ARG)
+        if name is None:
+            return None
+        end_id = params.eos_token_id
+        if end_id is None and params.stop_token_ids:
+            end_id = params.stop_token_ids[0]
+        if end_id is None:  # nothing ends the request early: generate as without the rule
+            return None
+        if self.tokenizer is None:
+            from vllm.tokenizers.registry import cached_tokenizer_from_config
+            self.tokenizer = cached_tokenizer_from_config(self.model_config)
+        return _StopState(stop_rules.get_rule(name), output_ids, end_id)
+
+    def _token_text(self, token_id: int) -> str:
+        text = self.token_texts.get(token_id)
+        if text is None:
+            text = self.token_texts[token_id] = self.tokenizer.decode([token_id])
+        return text
+
+    def _read(self, state: _StopState) -> None:
+        """Read the request's new output tokens; mark it done when its rule gives a cut."""
+        ids, rule, triggered = state.output_ids, state.rule, False
+        while state.read < len(ids):
+            token_id = ids[state.read]
+            if token_id < 0:  # a placeholder of a token not sampled yet (async scheduling)
+                break
+            state.read += 1
+            text = self._token_text(token_id)
+            state.armed = state.armed or any(c in text for c in rule.requires)
+            triggered = triggered or (state.armed and any(c in text for c in rule.triggers))
+        if triggered:
+            text = self.tokenizer.decode(ids[:state.read], skip_special_tokens=True)
+            state.done = rule.cut(text) is not None
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        done = [(row, state.end_id) for row, state in self.tracked.items() if state.done]
+        if done:
+            rows = torch.tensor([row for row, _ in done], device=logits.device)
+            ends = torch.tensor([end for _, end in done], device=logits.device)
+            logits[rows] = float("-inf")
+            logits[rows, ends] = 0.0
+        return logits

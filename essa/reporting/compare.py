@@ -31,7 +31,8 @@ import yaml
 from essa.rundir import read_metrics
 
 NOT_REACHED = "not reached"
-TEST_FINAL_KEYS = ("final", "mean")  # essa-grpo's final adapter; essa-train's mean vector
+# essa-grpo's final adapter; essa-train's returned adapter (the best-validated mean, else the last)
+TEST_FINAL_KEYS = ("final", "selected", "mean")
 
 
 class CompareError(ValueError):

@@ -108,12 +108,23 @@ def render_report(config: dict, records: list[dict], summary: dict) -> str:
         head = [f"{split} ({part['items']} items)" if part.get("items") else split
                 for split, part in (("validation", final_val), ("test", test))]
         lines += [f"| model | {head[0]} | {head[1]} |", "|---|---|---|"]
-        for key, label in (("base", "base model"), ("start", start), ("mean", "ESSA (mean vector)")):
+        selected = summary.get("selected")
+        rows = [("base", "base model"), ("start", start), ("mean", "ESSA, last mean")]
+        if selected:
+            rows.append(("selected", f"ESSA, selected: mean of generation {selected['generation']}"))
+        for key, label in rows:
             lines.append(f"| {label} | {pct(va.get(key))} | {pct(ta.get(key))} |")
-        if "start" in ta and "mean" in ta:
-            gain = ta["mean"] - ta["start"]
+        returned = "selected" if selected and "selected" in ta else "mean"
+        if "start" in ta and returned in ta:
+            gain = ta[returned] - ta["start"]
             gain_text = f"{100 * gain:+.1f} points" if unit else f"{gain:+.4f}"
-            lines += ["", f"ESSA minus {start} on test: {gain_text}."]
+            what = (f"adapter_selected, the mean of generation {selected['generation']} (best "
+                    f"validation score during the search)" if returned == "selected" else
+                    "adapter_mean, the last mean (no validation during the search)")
+            lines += ["", f"The run returns {what}. ESSA minus {start} on test: {gain_text}."]
+        if summary.get("stopped_early"):
+            lines += ["", "The search stopped early: validation had not improved for "
+                      f"runtime.patience = {(config.get('runtime') or {}).get('patience')} validations."]
         lines.append("")
     else:
         lines += ["No final evaluation yet (the run is unfinished or test_items = 0).", ""]

@@ -23,9 +23,17 @@ _NUMBER = re.compile(
 _BARE_SUFFIX = re.compile(r"[ \t]*\.?[ \t]*")
 
 
-def _token_value(match: re.Match[str]) -> Fraction:
-    """Exact value of one matched number token."""
-    value = Fraction(match.group("digits").replace(",", ""))
+MAX_DIGITS = 1000
+"""A longer number is no answer (None): Python refuses int() past 4,300 digits, and no gold
+answer is that long."""
+
+
+def _token_value(match: re.Match[str]) -> Fraction | None:
+    """Exact value of one matched number token; None for one over MAX_DIGITS characters."""
+    digits = match.group("digits").replace(",", "")
+    if len(digits) > MAX_DIGITS:
+        return None
+    value = Fraction(digits)
     negative = (match.group("sign") in ("-", "\u2212")) != (match.group("sign2") in ("-", "\u2212"))
     return -value if negative else value
 

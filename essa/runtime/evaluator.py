@@ -31,7 +31,9 @@ class EngineEvaluator:
             check_reward_model(rm.path, rm.output)
         self.task = load_task(config.task)
         self.reward = get_reward(self.task.reward, **config.task.reward_options)
-        self.sampling = sampling_from_config(config.engine)
+        # A reward model scores the generations whole: no stop rule (engine.stop_at_answer).
+        self.sampling = sampling_from_config(config.engine, None if rm is not None else self.task.reward,
+                                             config.task.reward_options)
         self.engine = make_engine(config.model, config.engine, config.adapter,
                                   planned_tokens=planned_tokens_per_engine(config))
         self.reward_model = None

@@ -1,5 +1,6 @@
 """The master's run: start or resume, the generation loop (ask -> round -> tell -> metrics line
--> checkpoint; validation every runtime.eval_every generations), final outputs."""
+-> checkpoint; validation every runtime.eval_every generations, with an optional early stop),
+final outputs (the best-validated mean is the adapter the run returns)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from essa.adapters.init import write_fresh_adapter
 from essa.adapters.svd_space import SvdSpace
 from essa.atomic import atomic_write
 from essa.data import BatchSampler, load_task
+from essa.data.informative import InformativeSampler, informative_items
 from essa.fitness import fitness_vector
 from essa.models import resolve_model_path
 from essa.reporting.report import write_report
@@ -78,14 +80,21 @@ class Run:
             trim_metrics(run_dir / "metrics.jsonl", 0)  # lines of a run that never checkpointed
             self.strategy = population.make_strategy(config.search.strategy, self.space.start_vector(),
                                                      sigma0=config.search.sigma0,
-                                                     popsize=config.search.popsize, seed=config.seed)
+                                                     popsize=config.search.popsize, seed=config.seed,
+                                                     mirrored=config.search.mirrored,
+                                                     mean_lr=config.search.mean_lr)
             self.state = {"generation": 0, "tokens": 0, "wall_time": 0.0, "best_fitness": None,
                           "best_generation": None, "space_sha256": self.space.checksum,
                           "source_adapter": str(adapter)}
         self.metrics = MetricsWriter(run_dir / "metrics.jsonl")
         self.checkpoints = CheckpointWriter(run_dir)
-        self.sampler = BatchSampler(len(self.task.split(config.task.train_split)),
-                                    config.fitness.prompts_per_candidate, config.seed)
+        n_train, fit = len(self.task.split(config.task.train_split)), config.fitness
+        if fit.prompt_sampling == "informative":
+            self.sampler = InformativeSampler(n_train, fit.prompts_per_candidate, config.seed, fit.fresh_share)
+            if "sampler" in self.state:
+                self.sampler.load_state(self.state["sampler"])
+        else:
+            self.sampler = BatchSampler(n_train, fit.prompts_per_candidate, config.seed)
         self._val_item_seconds = 0.0  # seconds per validation item, once one validation was timed
         self.master = Master(transport, self.space.checksum, config.runtime.task_timeout_s,
                              should_abandon=lambda: stop.abandon,
@@ -111,6 +120,13 @@ class Run:
             prefetch.result()
         fitness = fitness_vector(scores)
         self.strategy.tell(X, fitness)
+        rewards = reward_matrix(scores, len(ids))
+        informative = int(informative_items(rewards).sum())
+        reused = 0
+        if isinstance(self.sampler, InformativeSampler):
+            reused = self.sampler.last_batch["reused"]
+            self.sampler.update(g, ids, rewards)
+            self.state["sampler"] = self.sampler.state()
         seconds = time.time() - t0
         f = fitness[~population.sanitize_fitness(fitness, len(fitness))[1]]  # the finite ones
         tokens, state = sum(s.tokens for s in scores), self.state
@@ -124,23 +140,26 @@ class Run:
                "failed": int(len(fitness) - f.size), "sigma": float(self.strategy.sigma),
                "best_fitness": self.state["best_fitness"], "tokens": tokens,
                "gen_seconds": round(seconds, 3), "evals_per_s": round(len(X) / seconds, 3),
-               "wall_time": self.state["wall_time"], "stale_results": self.master.round.stale}
+               "wall_time": self.state["wall_time"], "stale_results": self.master.round.stale,
+               "informative_prompts": informative, "reused_prompts": reused, "prompts": len(ids)}
         self.record(rec)
-        log.info("gen %d  fitness max %.4f mean %.4f  sigma %.4f  failed %d  %d tokens  %.1f s  "
-                 "(%.2f eval/s)", g, _or_nan(rec["fitness_max"]), _or_nan(rec["fitness_mean"]),
-                 rec["sigma"], rec["failed"], tokens, seconds, rec["evals_per_s"])
+        log.info("gen %d  fitness max %.4f mean %.4f  sigma %.4f  failed %d  informative %d/%d  "
+                 "%d tokens  %.1f s  (%.2f eval/s)", g, _or_nan(rec["fitness_max"]),
+                 _or_nan(rec["fitness_mean"]), rec["sigma"], rec["failed"], informative, len(ids),
+                 tokens, seconds, rec["evals_per_s"])
         return seconds
 
     def remaining_seconds(self, g: int, gen_seconds: float) -> float:
         """Time left after generation g: the generations at this one's pace, the validations and
-        the final evaluation (3 vectors on validation and test items) at the pace of the first
+        the final evaluation (3 or 4 vectors on validation and test items) at the pace of the first
         validation, or of this generation's candidate-prompt pairs when none was timed."""
         cfg, s, rt = self.config, self.config.search, self.config.runtime
         per_item = self._val_item_seconds or gen_seconds / (s.popsize * cfg.fitness.prompts_per_candidate)
         left = s.generations - g - 1
         validations = s.generations // rt.eval_every - (g + 1) // rt.eval_every if rt.eval_every else 0
-        items = (validations * rt.eval_items + 3 * (rt.eval_items + rt.test_items)
-                 if cfg.task.validation_split else 3 * rt.test_items)
+        # final evaluation: base, start, mean and (with validations) the selected mean
+        items = (validations * rt.eval_items + 4 * (rt.eval_items + rt.test_items)
+                 if cfg.task.validation_split and rt.eval_every else 3 * rt.test_items)
         return left * gen_seconds + items * per_item
 
     def validate_mean(self, g: int) -> None:
@@ -164,6 +183,28 @@ class Run:
             log.info("gen %d  validation reward-model score of the %s: %.4f (%d items)", g, who, accuracy, n)
         else:
             log.info("gen %d  validation accuracy of the %s: %.2f%% (%d items)", g, who, 100 * accuracy, n)
+        self.track_selection(g, accuracy)
+
+    def track_selection(self, g: int, score: float) -> None:
+        """Keep the best-validated mean (adapter_selected; the start, g = -1, is only the bar
+        the patience counts against) and count validations without improvement."""
+        if not np.isfinite(score):
+            return
+        state = self.state
+        best = state.get("best_validation")
+        if best is None or score > best:
+            state["best_validation"], state["validations_without_gain"] = float(score), 0
+        else:
+            state["validations_without_gain"] = state.get("validations_without_gain", 0) + 1
+        selected = state.get("selected")
+        if g >= 0 and (selected is None or score > selected["val_score"]):
+            state["selected"] = {"generation": g, "val_score": float(score),
+                                 "vector": self.strategy.mean.tolist()}
+
+    def out_of_patience(self) -> bool:
+        """runtime.patience validations in a row did not beat the best validation so far."""
+        patience = self.config.runtime.patience
+        return bool(patience) and self.state.get("validations_without_gain", 0) >= patience
 
     def checkpoint(self, g: int) -> None:
         """Freeze the run after generation g; the files are written while g + 1 runs."""
@@ -180,7 +221,8 @@ class Run:
             if self.state["generation"] == 0 and cfg.runtime.eval_every:
                 self.validate_mean(-1)  # the starting point of the validation curve
             first = self.state["generation"]
-            for g in range(first, cfg.search.generations):
+            last = first - 1 if self.state.get("stopped_early") else cfg.search.generations - 1
+            for g in range(first, last + 1):
                 seconds = self.generation(g)
                 if g == first:  # an honest figure needs one real generation of this process
                     log.info("estimate: about %s more for the remaining %d generations, validations "
@@ -188,7 +230,13 @@ class Run:
                              _duration(self.remaining_seconds(g, seconds)), cfg.search.generations - g - 1)
                 if cfg.runtime.eval_every and (g + 1) % cfg.runtime.eval_every == 0:
                     self.validate_mean(g)
+                if self.out_of_patience() and g + 1 < cfg.search.generations:
+                    self.state["stopped_early"] = True
+                    log.info("early stop after generation %d: validation has not improved for %d "
+                             "validations (runtime.patience)", g, cfg.runtime.patience)
                 self.checkpoint(g)
+                if self.state.get("stopped_early"):
+                    break
                 if self.stop_flag.requested:
                     raise Interrupted(f"after generation {g}")
             self.finish()
@@ -217,15 +265,23 @@ class Run:
         summary.json and the report (report.md + fitness.png)."""
         cfg, s = self.config, self.strategy
         best = s.best_x if s.best_x is not None else s.mean
+        selected = self.state.get("selected")
+        vectors = {"best": best, "mean": s.mean}
+        if selected is not None:
+            vectors["selected"] = np.asarray(selected["vector"], dtype=np.float64)
         exported = {}
-        for label, x in (("best", best), ("mean", s.mean)):
+        for label, x in vectors.items():
             folder = self.run_dir / f"adapter_{label}"
             export_adapter(self.space, x, folder, base_model_name_or_path=cfg.model.path)
             exported[label] = str(folder)
         rt = cfg.runtime
         validation = self.final_eval("final_validation", cfg.task.validation_split, rt.eval_items)
         test = self.final_eval("test", cfg.task.test_split, rt.test_items)
+        reported = "selected" if selected is not None else "mean"
         summary = {"method": "essa", "generations": s.generation, "evaluations": s.evaluations,
+                   "reported": reported, "stopped_early": bool(self.state.get("stopped_early")),
+                   "selected": None if selected is None else
+                   {"generation": selected["generation"], "val_score": selected["val_score"]},
                    "best_fitness": self.state["best_fitness"],
                    "best_generation": self.state["best_generation"], "fitness_kind": cfg.fitness.kind,
                    "strategy": type(s).__name__, "search_dimension": self.space.dim,
@@ -235,26 +291,41 @@ class Run:
                    "validation": validation, "test": test,
                    "engines": {str(rank): what for rank, what in sorted(self.master.engines.items())}}
         atomic_write(self.run_dir / "summary.json", json.dumps(summary, indent=1))
-        log.info("summary: %d generations, best fitness %s, test accuracy %s; adapters in %s",
-                 s.generation, self.state["best_fitness"],
+        log.info("summary: %d generations, best fitness %s, returned adapter_%s%s, test accuracy %s; "
+                 "adapters in %s", s.generation, self.state["best_fitness"], reported,
+                 f" (mean of generation {selected['generation']}, best validation)" if selected else "",
                  ", ".join(f"{k} {v:.3f}" for k, v in test.get("accuracy", {}).items()) or "skipped",
                  self.run_dir)
         log.info("report: %s", write_report(self.run_dir))
 
     def final_eval(self, phase: str, split: str, n: int) -> dict:
-        """Greedy accuracy of the base model, the starting adapter and the mean on n items."""
+        """Greedy accuracy of the base model, the starting adapter, the last mean and the
+        selected (best-validated) mean on n items."""
         if not n or not split or not self.task.splits.get(split):
             return {}
         n = min(n, len(self.task.split(split)))
         x0 = self.space.start_vector()
-        vectors = np.stack([x0, x0, self.strategy.mean])  # (3, d); row 0 is ignored (base)
-        accuracy = fitness_vector(self.master.run_round(self.strategy.generation, vectors,
-                                                        [BASE, "start", "mean"], split, np.arange(n),
+        rows, labels = [x0, x0, self.strategy.mean], ["base", "start", "mean"]  # row 0: base, ignored
+        if self.state.get("selected") is not None:
+            rows.append(np.asarray(self.state["selected"]["vector"], dtype=np.float64))
+            labels.append("selected")
+        accuracy = fitness_vector(self.master.run_round(self.strategy.generation, np.stack(rows),
+                                                        [BASE, *labels[1:]], split, np.arange(n),
                                                         "accuracy", split_rows=True))
-        labels = ("base", "start", "mean")
         self.record({"generation": self.strategy.generation, "phase": phase, f"{phase}_items": n,
                      **{f"{phase}_accuracy_{k}": _num(v) for k, v in zip(labels, accuracy)}})
         return {"items": n, "accuracy": dict(zip(labels, map(float, accuracy)))}
+
+
+def reward_matrix(scores, n_items: int) -> np.ndarray:
+    """(candidates, items) rewards of a generation (the fitness per item where a kind has no
+    separate reward); NaN rows for failed candidates."""
+    out = np.full((len(scores), n_items), np.nan)
+    for row, score in enumerate(scores):
+        values = score.rewards if score.rewards is not None else score.items
+        if values is not None and len(values) == n_items:
+            out[row] = values
+    return out
 
 
 def _duration(seconds: float) -> str:

@@ -63,15 +63,19 @@ def describe_plan(config, ranks: int) -> str:
     return "\n".join([
         f"adapter     {source}, rank {rank}, searched k = floor({config.adapter.alpha_frac} * {rank}) = {k}",
         f"search      d = {modules} modules x 2 factors x {k} = {dim} ({s.parametrization}), "
-        f"strategy {population.resolve_name(s.strategy, dim)}, sigma0 {s.sigma0}",
+        f"strategy {population.resolve_name(s.strategy, dim)}, sigma0 {s.sigma0}, "
+        f"{'mirrored pairs' if s.mirrored else 'no mirroring'}, mean_lr {s.mean_lr} (preset {s.preset})",
         f"population  {s.popsize} candidates x {s.generations} generations",
         f"roles       {roles}",
         f"batch       {f.prompts_per_candidate} {config.task.train_split} prompts per candidate "
-        f"(fitness {f.kind}); {per_gen} candidate-prompt pairs per generation",
+        f"(fitness {f.kind}, {f.prompt_sampling} sampling"
+        f"{f', {f.fresh_share:g} fresh' if f.prompt_sampling == 'informative' else ''}); "
+        f"{per_gen} candidate-prompt pairs per generation",
         f"tokens      at most {tokens} generated per generation ({config.engine.max_tokens} per prompt), "
         f"{per_gen / engine_count(config, ranks):.0f} prompt evaluations per worker",
         f"evaluation  mean vector on {rt.eval_items} validation items every {rt.eval_every} "
-        f"generations; final base/start/mean on {rt.test_items} test items",
+        f"generations{f' (stop after {rt.patience} without gain)' if rt.patience else ''}; the "
+        f"best-validated mean is returned; final base/start/mean/selected on {rt.test_items} test items",
         *_engine_lines(config, ranks),
         *(_reward_model_lines(config) if f.kind == "reward_model" else []),
     ])

@@ -15,6 +15,8 @@ import torch
 from essa.engines.base import Completion
 from essa.data import build_prompts, load_task
 from essa.engines import make_engine, sampling_from_config
+from essa.engines.factory import stop_rule_for
+from essa.engines.stop_rules import cut_text
 from essa.evaluation.evaluate import score_completions
 from essa.models import resolve_model_path
 from essa.rewards import get_reward
@@ -66,14 +68,15 @@ def _transformers_completions(config, candidates: list, prompts: list[str]):
     return out
 
 
-def _engine_completions(config, candidates: list, prompts: list[str]):
-    """Completions [candidate][prompt] from the configured engine (raises if it cannot apply adapters)."""
+def _engine_completions(config, candidates: list, prompts: list[str], reward: str | None = None):
+    """Completions [candidate][prompt] from the configured engine (raises if it cannot apply
+    adapters); ``reward``: the task's reward name (its stop rule, engine.stop_at_answer)."""
 
     engine = make_engine(config.model, config.engine, adapter_cfg=config.adapter,
                          planned_tokens=len(candidates) * len(prompts) * config.engine.max_tokens)
     try:
         per_candidate = engine.generate(prompts, [None if c is None else str(c) for c in candidates],
-                                        sampling_from_config(config.engine))
+                                        sampling_from_config(config.engine, reward, config.task.reward_options))
     finally:
         engine.close()
     return [[cs[0] for cs in candidate] for candidate in per_candidate]
@@ -101,11 +104,14 @@ def evaluate_candidates(config, candidates: list, limit: int, backend: str = "au
         used, completions = "transformers", _transformers_completions(config, candidates, prompts)
     else:
         try:
-            completions = _engine_completions(config, candidates, prompts)
+            completions = _engine_completions(config, candidates, prompts, task.reward)
         except NotImplementedError:
             if backend == "engine":
                 raise
             used, completions = "transformers", _transformers_completions(config, candidates, prompts)
+    rule = stop_rule_for(config.engine, task.reward, config.task.reward_options)
+    if used == "transformers" and rule is not None:  # generated without the stop: cut the same way
+        completions = [[Completion(cut_text(rule, c.text), c.num_tokens) for c in cs] for cs in completions]
     reward = get_reward(task.reward, **config.task.reward_options)
     scores = [score_completions(reward, [[c] for c in cs], examples) for cs in completions]
     return {"backend": used, "split": config.task.validation_split, "items": len(examples),

@@ -20,6 +20,7 @@ from essa.data import build_prompts
 from essa.data.example import Example
 from essa.engines import make_engine
 from essa.engines.base import Completion, SamplingSettings
+from essa.engines.factory import stop_rule_for
 from essa.evaluation.evaluate import score_completions
 from essa.rewards import get_reward
 
@@ -36,7 +37,8 @@ def self_verified_examples(config, task, examples: list[Example], engine=None) -
     sft = config.sft
     t0 = time.time()
     sampling = SamplingSettings(max_tokens=config.engine.max_tokens, temperature=sft.self_temperature,
-                                top_p=config.engine.top_p, n=sft.self_samples, seed=config.seed)
+                                top_p=config.engine.top_p, n=sft.self_samples, seed=config.seed,
+                                stop_rule=stop_rule_for(config.engine, task.reward, config.task.reward_options))
     if engine is None:
         # In a child process: a closed vLLM engine does not give its memory back, and the run's
         # own engine starts in this process next.
