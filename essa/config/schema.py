@@ -158,7 +158,8 @@ class SFTConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_examples: int = _f(2000, "Use at most this many training examples.")
     max_length: int = _f(384, "Truncate prompt + answer to this many tokens.")
-    threads: int = _f(0, "torch CPU threads; 0 leaves torch's default.")
+    threads: int = _f(0, "torch CPU threads; 0: every core the process may use (under mpirun "
+                      "oneMKL would otherwise leave it one).")
     eval_examples: int = _f(200, "Validation examples scored after training (0: skip).")
     dataset: str = _f("", "Dataset the warm start is trained on (any task.dataset value, read with "
                       "the default fields); empty: the search task's.")

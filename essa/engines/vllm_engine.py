@@ -244,12 +244,13 @@ class VLLMEngine:
             kwargs.update(enable_lora=True, max_lora_rank=vllm_lora_rank(lora_rank),
                           max_loras=engine_cfg.max_loras, max_cpu_loras=engine_cfg.max_loras,
                           lora_target_modules=list(lora_modules))
+        if engine_cfg.stop_at_answer:  # the stop rules' processor (off: vLLM runs without it)
+            kwargs["logits_processors"] = [internals.StopRuleProcessor]
         self.llm = LLM(model=str(model_path), dtype=self.dtype_choice.dtype,
                        max_model_len=engine_cfg.max_model_len,
                        gpu_memory_utilization=engine_cfg.memory_fraction,
                        tensor_parallel_size=engine_cfg.tensor_parallel_size,
-                       seed=engine_cfg.seed, enforce_eager=self.eager,
-                       logits_processors=[internals.StopRuleProcessor], **kwargs)
+                       seed=engine_cfg.seed, enforce_eager=self.eager, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         if self.dtype_choice.warning:
             logging.getLogger("essa").warning(self.dtype_choice.warning)

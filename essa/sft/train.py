@@ -9,6 +9,7 @@ constant learning rate. The result is a standard PEFT adapter folder (``adapter_
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -129,8 +130,8 @@ def train_sft(config, output: str | Path, progress: bool = True,
     from transformers import AutoTokenizer
 
 
-    if config.sft.threads:
-        torch.set_num_threads(config.sft.threads)
+    # 0: every core this process may use (under mpirun oneMKL would otherwise give it one)
+    torch.set_num_threads(config.sft.threads or len(os.sched_getaffinity(0)))
     output = Path(output)
     t0 = time.time()
     model_path = resolve_model_path(config.model.path)
