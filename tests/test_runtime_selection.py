@@ -72,7 +72,7 @@ def test_patience_stops_the_search_and_a_resume_does_not_restart_it(tmp_path, ad
 def test_track_selection_keeps_the_best_generation_and_counts_validations_without_gain():
     means = iter([np.full(3, k, dtype=float) for k in range(10)])
     run = SimpleNamespace(state={}, strategy=SimpleNamespace(), config=SimpleNamespace(
-        runtime=SimpleNamespace(patience=2)))
+        runtime=SimpleNamespace(patience=2, select_adapter=True)))
     for g, score in [(-1, 0.5), (4, 0.4), (9, 0.6), (14, 0.6), (19, float("nan")), (24, 0.55)]:
         run.strategy.mean = next(means)
         Run.track_selection(run, g, score)
@@ -86,11 +86,12 @@ def test_track_selection_keeps_the_best_generation_and_counts_validations_withou
 def test_paper_preset_sets_the_papers_method_and_explicit_fields_win():
     c = load_config(overrides=["search.preset=paper"])
     assert (c.search.mirrored, c.search.mean_lr, c.fitness.prompt_sampling,
-            c.engine.stop_at_answer) == (False, 1.0, "uniform", False)
+            c.engine.stop_at_answer, c.runtime.select_adapter) == (False, 1.0, "uniform", False, False)
     c = load_config(overrides=["search.preset=paper", "fitness.prompt_sampling=informative"])
     assert c.fitness.prompt_sampling == "informative" and not c.search.mirrored
     d = load_config()
     assert d.search.mirrored and d.fitness.prompt_sampling == "informative" and d.engine.stop_at_answer
+    assert d.runtime.select_adapter
     with pytest.raises(ConfigError, match="'paper'"):
         load_config(overrides=["search.preset=papr"])
 
@@ -104,3 +105,14 @@ def test_evaluation_budget_sets_popsize_and_prompts_and_refuses_both():
     with pytest.raises(ConfigError, match="even search.popsize"):
         load_config(overrides=["search.popsize=7"])
     assert load_config(overrides=["search.popsize=7", "search.mirrored=false"]).search.popsize == 7
+
+
+def test_without_selection_the_run_returns_the_last_mean(tmp_path, adapter):
+    code, err = _run(fake_args(tmp_path, adapter, "--set", "runtime.eval_every=1", "--set",
+                               "runtime.select_adapter=false", name="last"))
+    assert code == 0, err[-3000:]
+    summary = json.loads((tmp_path / "last/summary.json").read_text())
+    assert summary["reported"] == "mean" and summary["selected"] is None
+    assert "selected" not in summary["test"]["accuracy"]
+    assert not (tmp_path / "last/adapter_selected").exists()
+    assert "The run returns adapter_mean, the last mean" in (tmp_path / "last/report.md").read_text()

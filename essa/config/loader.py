@@ -45,7 +45,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 PAPER_PRESET = {("search", "mirrored"): False, ("search", "mean_lr"): 1.0,
-                ("fitness", "prompt_sampling"): "uniform", ("engine", "stop_at_answer"): False}
+                ("fitness", "prompt_sampling"): "uniform", ("engine", "stop_at_answer"): False,
+                ("runtime", "select_adapter"): False}
 """What ``search.preset: paper`` sets: the paper's method (fields set explicitly win)."""
 
 

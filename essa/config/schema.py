@@ -313,7 +313,7 @@ class SearchConfig:
     preset: Literal["essa", "paper"] = _f(
         "essa", "essa: this project's defaults. paper: the paper's method, for comparable results: "
         "no mirrored sampling, mean_lr 1, uniform mini-batches, completions to engine.max_tokens "
-        "(no stop_at_answer). A field set explicitly in the config or with --set wins over the preset.")
+        "(no stop_at_answer), the last mean returned (runtime.select_adapter false). A field set explicitly in the config or with --set wins over the preset.")
     mirrored: bool = _f(True, "Mirrored (antithetic) sampling: candidates come in pairs m + sigma*y "
                         "and m - sigma*y, scored on the same prompts, so a pair's difference "
                         "cancels the mini-batch's common difficulty. Needs an even popsize.")
@@ -349,6 +349,10 @@ class RuntimeConfig:
                          "(0: never during the run).")
     eval_items: int = _f(100, "Validation items of those evaluations (the first N of the split).")
     test_items: int = _f(100, "Test items of the final base / start / mean evaluation (0: skip).")
+    select_adapter: bool = _f(
+        True, "Return the mean with the best validation score among the validated generations "
+        "(adapter_selected: the report's gain line, essa compare and essa-eval RUN_DIR use it). "
+        "false: return the last mean, as the paper does (search.preset paper).")
     patience: int = _f(0, "Stop the search early when the validation score of the mean has not "
                        "improved for this many validations in a row (0: never).")
     min_task_items: int = _f(

@@ -120,7 +120,7 @@ def render_report(config: dict, records: list[dict], summary: dict) -> str:
             gain_text = f"{100 * gain:+.1f} points" if unit else f"{gain:+.4f}"
             what = (f"adapter_selected, the mean of generation {selected['generation']} (best "
                     f"validation score during the search)" if returned == "selected" else
-                    "adapter_mean, the last mean (no validation during the search)")
+                    "adapter_mean, the last mean")
             lines += ["", f"The run returns {what}. ESSA minus {start} on test: {gain_text}."]
         if summary.get("stopped_early"):
             lines += ["", "The search stopped early: validation had not improved for "

@@ -197,6 +197,8 @@ class Run:
         else:
             state["validations_without_gain"] = state.get("validations_without_gain", 0) + 1
         selected = state.get("selected")
+        if not self.config.runtime.select_adapter:
+            return  # the run returns the last mean (the paper's)
         if g >= 0 and (selected is None or score > selected["val_score"]):
             state["selected"] = {"generation": g, "val_score": float(score),
                                  "vector": self.strategy.mean.tolist()}
