@@ -77,10 +77,13 @@ def test_planned_tokens_follow_the_config_and_the_engine_count():
     from essa.runtime.plan import planned_tokens_per_engine
     from tests.runtime_helpers import ROOT
     demo = load_config(ROOT / "launch/configs/demo-cpu.yaml", [])
-    # 15 generations x 12 candidates x 32 prompts, 4 validations of 100, final 3 x (100 + 300); 64 tokens
-    one = (15 * 12 * 32 + 4 * 100 + 3 * 400) * 64
+    # 15 generations x 12 candidates x 32 prompts, 6 validations of 100 (the start, then every 3
+    # generations), final base/start/mean/selected x (100 + 300); 64 tokens
+    one = (15 * 12 * 32 + 6 * 100 + 4 * 400) * 64
     assert planned_tokens_per_engine(demo, ranks=2) == one
     assert planned_tokens_per_engine(demo, ranks=5) == one // 4
+    paper = load_config(ROOT / "launch/configs/demo-cpu.yaml", ["search.preset=paper"])
+    assert planned_tokens_per_engine(paper, ranks=2) == one - 400 * 64  # the last mean: 3 final rows
     assert one > max(CPU_COMPILE_BREAK_EVEN_TOKENS.values())  # the demo compiles in any dtype
     shrunk = load_config(ROOT / "launch/configs/demo-cpu.yaml", [
         "search.generations=2", "search.popsize=4", "fitness.prompts_per_candidate=4",

@@ -199,7 +199,7 @@ def test_dry_run_plan_names_the_reward_model_and_its_size(rm_dir, demo_model):
     assert found, out.stdout
     assert [float(v) for v in found.groups()] == pytest.approx([params / 1e6, nbytes / 1e6, 2 * params / 1e6],
                                                                rel=5e-3)
-    assert "(fitness reward_model)" in out.stdout
+    assert "(fitness reward_model, informative sampling" in out.stdout
 
 
 # ---- fitness: the baseline -------------------------------------------------------------------

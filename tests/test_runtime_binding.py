@@ -24,7 +24,7 @@ import torch
 from essa.runtime.binding import apply_binding
 before = torch.get_num_threads()
 apply_binding(MPI.COMM_WORLD, sys.argv[1], sys.argv[2] == "1")
-print(json.dumps([MPI.COMM_WORLD.Get_rank(), before, torch.get_num_threads(),
+print("BIND " + json.dumps([MPI.COMM_WORLD.Get_rank(), before, torch.get_num_threads(),
                   os.environ.get("VLLM_CPU_OMP_THREADS_BIND")]))
 """
 
@@ -35,7 +35,7 @@ def _probe(ranks: int, mode: str, master_evaluates: bool) -> dict:
                           "1" if master_evaluates else "0"], capture_output=True, text=True, cwd=ROOT,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("[")]
+    rows = [json.loads(line[5:]) for line in out.stdout.splitlines() if line.startswith("BIND ")]
     return {rank: (before, after, bound) for rank, before, after, bound in rows}
 
 

@@ -38,11 +38,13 @@ def test_reward_model_search_under_mpirun_with_a_real_engine(tmp_path, demo_mode
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["fitness_kind"] == "reward_model"
     test = summary["test"]["accuracy"]
-    assert set(test) == {"base", "start", "mean"} and all(math.isfinite(v) for v in test.values())
+    assert set(test) == {"base", "start", "mean", "selected"} and all(math.isfinite(v) for v in test.values())
     assert "reward model LlamaForSequenceClassification" in summary["engines"]["1"]
     assert "reward model loaded in" in err
     assert "validation reward-model score of the start:" in err and "validation accuracy" not in err
     assert "| ESSA, last mean | " in (run_dir / "report.md").read_text()
     # Pairs scored: 2 generations x 3 candidates x 4 prompts, the base model's answers to each
-    # generation's 4 prompts once (not once per candidate), validations 2 x 4, final 2 x 3 x 4.
-    assert f"reward model: {24 + 8 + 8 + 24} pairs scored" in err, err[-3000:]
+    # generation's 4 prompts once (not once per candidate), validations 2 x 4, final 2 x rows x 4
+    # (base, start, last mean, and the selected mean unless it is the last mean, scored once).
+    rows = 3 + (summary["selected"]["generation"] != 1)
+    assert f"reward model: {24 + 8 + 8 + 8 * rows} pairs scored" in err, err[-3000:]

@@ -46,9 +46,9 @@ def test_demo_config_shrunk_under_mpirun_three_ranks_real_engines(tmp_path, demo
     assert "worker rank 1 ready" in err and "worker rank 2 ready" in err
     assert len(list((tmp_path / "warm-start").glob("*/adapter_model.safetensors"))) == 1
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert set(summary["test"]["accuracy"]) == {"base", "start", "mean"}
+    assert set(summary["test"]["accuracy"]) == {"base", "start", "mean", "selected"}
     assert summary["start_adapter"] == str(next((tmp_path / "warm-start").glob("*/adapter_model.safetensors")).parent)
-    assert set(summary["validation"]["accuracy"]) == {"base", "start", "mean"}
+    assert set(summary["validation"]["accuracy"]) == {"base", "start", "mean", "selected"}
     assert summary["search_dimension"] == 30 * 4 * 2 * 8 and summary["popsize"] == 4
     for label in ("best", "mean"):
         assert (run_dir / f"adapter_{label}" / "adapter_model.safetensors").is_file()
@@ -115,5 +115,5 @@ def test_ifeval_demo_config_shrunk_under_mpirun_self_warm_start(tmp_path, demo_m
     summary = json.loads((tmp_path / "ifd" / "summary.json").read_text())
     warm = next((tmp_path / "warm-start").glob("*/adapter_model.safetensors")).parent
     assert summary["start_adapter"] == str(warm)
-    assert summary["test"]["items"] == 6 and set(summary["test"]["accuracy"]) == {"base", "start", "mean"}
+    assert summary["test"]["items"] == 6 and set(summary["test"]["accuracy"]) == {"base", "start", "mean"}  # no validation: nothing selected
     assert all(0 <= v <= 1 for v in summary["test"]["accuracy"].values())

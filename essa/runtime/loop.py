@@ -307,13 +307,19 @@ class Run:
             return {}
         n = min(n, len(self.task.split(split)))
         x0 = self.space.start_vector()
-        rows, labels = [x0, x0, self.strategy.mean], ["base", "start", "mean"]  # row 0: base, ignored
-        if self.state.get("selected") is not None:
-            rows.append(np.asarray(self.state["selected"]["vector"], dtype=np.float64))
+        mean = self.strategy.mean
+        rows, labels = [x0, x0, mean], ["base", "start", "mean"]  # row 0: base, ignored
+        selected = self.state.get("selected")
+        same = selected is not None and np.array_equal(selected["vector"], mean)
+        if selected is not None and not same:
+            rows.append(np.asarray(selected["vector"], dtype=np.float64))
             labels.append("selected")
-        accuracy = fitness_vector(self.master.run_round(self.strategy.generation, np.stack(rows),
-                                                        [BASE, *labels[1:]], split, np.arange(n),
-                                                        "accuracy", split_rows=True))
+        accuracy = list(fitness_vector(self.master.run_round(self.strategy.generation, np.stack(rows),
+                                                             [BASE, *labels[1:]], split, np.arange(n),
+                                                             "accuracy", split_rows=True)))
+        if same:  # the last validated mean is the last mean: scored once
+            labels.append("selected")
+            accuracy.append(accuracy[2])
         self.record({"generation": self.strategy.generation, "phase": phase, f"{phase}_items": n,
                      **{f"{phase}_accuracy_{k}": _num(v) for k, v in zip(labels, accuracy)}})
         return {"items": n, "accuracy": dict(zip(labels, map(float, accuracy)))}

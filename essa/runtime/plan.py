@@ -39,13 +39,14 @@ def engine_count(config, ranks: int) -> int:
 
 def planned_tokens_per_engine(config, ranks: int | None = None) -> int:
     """The most tokens one engine generates in the whole run (search, validations, final
-    evaluation of base/start/mean), shared evenly by the engines; ``ranks`` defaults to MPI's."""
+    evaluation of base/start/mean/selected), shared evenly by the engines; ``ranks`` defaults to MPI's."""
     if ranks is None:
         ranks = world()[1]
     s, rt, f, e = config.search, config.runtime, config.fitness, config.engine
     search = s.generations * s.popsize * f.prompts_per_candidate * (0 if f.kind == "loglik" else 1)
     validations = (s.generations // rt.eval_every + 1) * rt.eval_items if rt.eval_every else 0
-    final = 3 * (rt.eval_items + rt.test_items)
+    # base, start, last mean, and the best-validated mean when validations choose one
+    final = (4 if rt.eval_every and rt.select_adapter else 3) * (rt.eval_items + rt.test_items)
     return (search + validations + final) * e.max_tokens // engine_count(config, ranks)
 
 
