@@ -158,8 +158,9 @@ class Run:
         left = s.generations - g - 1
         validations = s.generations // rt.eval_every - (g + 1) // rt.eval_every if rt.eval_every else 0
         # final evaluation: base, start, mean and (with validations) the selected mean
-        items = (validations * rt.eval_items + 4 * (rt.eval_items + rt.test_items)
-                 if cfg.task.validation_split and rt.eval_every else 3 * rt.test_items)
+        rows = 4 if rt.eval_every and rt.select_adapter else 3  # as planned_tokens_per_engine counts
+        items = (validations * rt.eval_items + rows * (rt.eval_items + rt.test_items)
+                 if cfg.task.validation_split else 3 * rt.test_items)
         return left * gen_seconds + items * per_item
 
     def validate_mean(self, g: int) -> None:
