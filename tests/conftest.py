@@ -21,11 +21,13 @@ def demo_model() -> Path:
     return prepare_demo_model(check=False)
 
 
-def start_vllm_engine(model: Path, dtype: str = "auto", **engine_settings):
+def start_vllm_engine(model: Path, dtype: str = "auto", quantization: str = "none", quantized_path: str = "",
+                      **engine_settings):
     """A real vLLM engine on the demo model, small KV cache, eager unless told otherwise."""
     from essa.engines.vllm_engine import VLLMEngine  # imports vLLM: only in sessions that start one
     cfg = EngineConfig(**{"max_model_len": 512, "kv_cache_gib": 1, "enforce_eager": True, **engine_settings})
-    return VLLMEngine(model, ModelConfig(path=str(model), dtype=dtype), cfg)
+    return VLLMEngine(model, ModelConfig(path=str(model), dtype=dtype, quantization=quantization,
+                                         quantized_path=quantized_path), cfg)
 
 
 # The session's engines. Session-scoped: closing a vLLM engine mid-session tears down the
@@ -70,3 +72,23 @@ def run_cli(args: list[str], cwd: Path | None = None, env: dict | None = None, t
     exe = VENV_BIN / args[0]
     return subprocess.run([str(exe), *args[1:]], cwd=cwd or ROOT, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def int8_model(demo_model) -> Path:
+    """The round-to-nearest W8A8 copy of the demo model (`essa prepare-model --quantize int8`;
+    `make setup` makes it, so this is usually a lookup)."""
+    from essa.quantize.paths import quantized_dir, served_checkpoint
+    folder = quantized_dir(demo_model, "int8")
+    if not folder.is_dir():
+        proc = run_cli(["essa", "prepare-model", "--quantize", "int8"], timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return served_checkpoint(demo_model, "int8")
+
+
+@pytest.fixture(scope="session")
+def int8_engine(demo_model, int8_model):
+    """A real vLLM CPU engine on the INT8 (W8A8) demo model: candidates as LoRA adapters."""
+    engine = start_vllm_engine(demo_model, quantization="int8", mode="auto", max_loras=4)
+    yield engine
+    engine.close()

@@ -349,10 +349,22 @@ def test_paper_config_dry_run_from_config_json_only(tmp_path, name):
     model.mkdir()
     arch = ARCHITECTURES[PAPER_CONFIGS[name]]
     (model / "config.json").write_text(json.dumps(arch))  # no weights, no tokenizer
-    out = run_cli(["essa-train", "--config", str(CONFIGS / name), "--set", f"model.path={model}",
-                   "--dry-run"], env={"ESSA_DATA_DIR": str(tmp_path / "no-data")})  # data not read
-    assert out.returncode == 0, out.stderr
     config = load_config(CONFIGS / name)
+    sets = ["--set", f"model.path={model}"]
+    if config.model.quantized_path:  # the compressed-tensors copy: its config.json says so
+        copy = tmp_path / "model-quantized"
+        copy.mkdir()
+        (copy / "config.json").write_text(json.dumps({**arch, "quantization_config": {
+            "quant_method": "compressed-tensors"}}))
+        sets += ["--set", f"model.quantized_path={copy}"]
+    out = run_cli(["essa-train", "--config", str(CONFIGS / name), *sets, "--dry-run"],
+                  env={"ESSA_DATA_DIR": str(tmp_path / "no-data")})  # data not read
+    assert out.returncode == 0, out.stderr
+    if config.engine.backend == "vllm":
+        served = copy if config.model.quantized_path else model
+        mode = config.engine.mode if config.engine.mode != "auto" else r"\w+"
+        assert re.search(rf"base\s+{served} \(.*{config.model.quantization}.*\).*candidates {mode} mode",
+                         out.stdout), out.stdout
     k = math.floor(config.adapter.alpha_frac * config.adapter.rank + 1e-9)
     expected = arch["num_hidden_layers"] * len(config.adapter.target_modules) * 2 * k
     found = re.search(r"search\s+d = (\d+) modules x 2 factors x (\d+) = (\d+)", out.stdout)
@@ -370,10 +382,10 @@ def test_paper_configs_name_real_data_and_runnable_engines(tmp_path):
         config = load_config(CONFIGS / name)
         seen[name] = config
         assert config.engine.backend in ("vllm", "transformers") and config.engine.memory_fraction >= 0.8
-        if config.model.quantization == "int8":  # vLLM cannot load bitsandbytes 8-bit
-            assert config.engine.backend == "transformers", name
-        if config.model.quantization == "int4" or config.engine.tensor_parallel_size > 1:
-            assert config.engine.backend == "vllm" and config.engine.mode == "adapter", name
+        if config.model.quantization in ("int8", "int4"):  # compressed-tensors copies in vLLM
+            assert config.model.quantized_path and config.engine.backend == "vllm", name
+        if config.model.quantization != "none" or config.engine.tensor_parallel_size > 1:
+            assert config.engine.mode in ("adapter", "auto"), name
         if config.task.dataset in KNOWN_DATASETS:
             assert (default_data_dir() / KNOWN_DATASETS[config.task.dataset].folder / "test.jsonl").is_file()
         else:  # the PRM800K-style MATH folder: train = MATH train, test = MATH500

@@ -78,12 +78,16 @@ def test_planned_tokens_follow_the_config_and_the_engine_count():
     from tests.runtime_helpers import ROOT
     demo = load_config(ROOT / "launch/configs/demo-cpu.yaml", [])
     # 15 generations x 12 candidates x 32 prompts, 6 validations of 100 (the start, then every 3
-    # generations), final base/start/mean/selected x (100 + 300); 64 tokens
-    one = (15 * 12 * 32 + 6 * 100 + 4 * 400) * 64
+    # generations), final base/start/mean/selected x 300 test items and the base on validation
+    # (the start, the selected and the last mean were validated in the run); 64 tokens
+    one = (15 * 12 * 32 + 6 * 100 + 4 * 300 + 100) * 64
     assert planned_tokens_per_engine(demo, ranks=2) == one
     assert planned_tokens_per_engine(demo, ranks=5) == one // 4
     paper = load_config(ROOT / "launch/configs/demo-cpu.yaml", ["search.preset=paper"])
-    assert planned_tokens_per_engine(paper, ranks=2) == one - 400 * 64  # the last mean: 3 final rows
+    assert planned_tokens_per_engine(paper, ranks=2) == one - 300 * 64  # the last mean: 3 test rows
+    odd = load_config(ROOT / "launch/configs/demo-cpu.yaml", ["search.generations=16"])
+    # 16 generations: the last mean is not validated in the run, so the final evaluation does it
+    assert planned_tokens_per_engine(odd, ranks=2) == one + (12 * 32 + 100) * 64
     assert one > max(CPU_COMPILE_BREAK_EVEN_TOKENS.values())  # the demo compiles in any dtype
     shrunk = load_config(ROOT / "launch/configs/demo-cpu.yaml", [
         "search.generations=2", "search.popsize=4", "fitness.prompts_per_candidate=4",

@@ -117,3 +117,27 @@ def test_ifeval_demo_config_shrunk_under_mpirun_self_warm_start(tmp_path, demo_m
     assert summary["start_adapter"] == str(warm)
     assert summary["test"]["items"] == 6 and set(summary["test"]["accuracy"]) == {"base", "start", "mean"}  # no validation: nothing selected
     assert all(0 <= v <= 1 for v in summary["test"]["accuracy"].values())
+
+
+def test_demo_config_shrunk_under_mpirun_on_the_int8_base(tmp_path, demo_model, int8_model):
+    """`--set model.quantization=int8`: the worker serves the W8A8 copy, candidates as adapters;
+    the SFT warm start trains on the unquantized model as before; the dry-run plan names the copy."""
+    sets = {"output_dir": tmp_path, "name": "int8", "model.quantization": "int8", "sft.steps": 2,
+            "sft.eval_examples": 0, "sft.max_examples": 32, "engine.enforce_eager": "true",
+            "engine.max_tokens": 16, "engine.kv_cache_gib": 1, "engine.max_loras": 2,
+            "search.popsize": 4, "search.generations": 2, "fitness.prompts_per_candidate": 4,
+            "runtime.eval_every": 2, "runtime.eval_items": 4, "runtime.test_items": 4}
+    plan = launch(train_cmd(None, [*_demo_args(sets), "--dry-run"]))
+    out, err = plan.communicate(timeout=300)
+    assert plan.returncode == 0, err[-3000:]
+    assert f"base        {int8_model} (int8 (W8A8))" in out + err and "candidates adapter mode" in out + err
+    proc = launch(train_cmd(2, _demo_args(sets)))
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-4000:]
+    assert re.search(r"worker rank 1 ready on .*: vllm \w+ \(.*\), base int8, eager .*, mode adapter", err)
+    records = read_metrics(tmp_path / "int8" / "metrics.jsonl")
+    search = [r for r in records if r["phase"] == "search"]
+    assert [r["generation"] for r in search] == [0, 1] and all(r["failed"] == 0 for r in search)
+    summary = json.loads((tmp_path / "int8" / "summary.json").read_text())
+    assert "base int8" in summary["engines"]["1"]
+    assert set(summary["test"]["accuracy"]) == {"base", "start", "mean", "selected"}

@@ -41,12 +41,23 @@ class ModelConfig:
         "emulated there, many times slower). Each worker decides on its own device; see "
         "essa/models/dtype.py.")
     quantization: Literal["none", "int8", "int4", "fp8"] = _f(
-        "none", "Quantize the base model at load time (bitsandbytes int8 / nf4, or vLLM fp8). "
-        "Adapters stay in full precision.")
+        "none", "Quantized base model; candidates stay full-precision LoRA on top. vLLM engine: "
+        "int8 (W8A8) and int4 (W4A16) serve the compressed-tensors copy made by `essa quantize` "
+        "(docs/quantization.md), on the CPU build and CUDA alike; fp8 is vLLM's own at load time "
+        "(CUDA). Transformers engine: bitsandbytes int8 / nf4 at load time. A quantized base runs "
+        "candidates as adapters (engine.mode merged is refused: there are no dense weights to "
+        "merge into).")
+    quantized_path: str = _f(
+        "", "vLLM with quantization int8/int4: the compressed-tensors checkpoint to serve (e.g. a "
+        "published W8A8/W4A16 copy of model.path). Empty: the copy `essa quantize` wrote for "
+        "model.path in $ESSA_CACHE/quantized.")
     chat_template: bool = _f(True, "Wrap prompts with the tokenizer's chat template.")
 
     def validate(self) -> None:
         _check(bool(self.path), "model.path: must be a model folder or a known alias, got ''")
+        _check(not self.quantized_path or self.quantization in ("int8", "int4"),
+               f"model.quantized_path: used only with model.quantization int8 or int4, got "
+               f"quantization {self.quantization!r}")
 
 
 @dataclass

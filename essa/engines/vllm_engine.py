@@ -22,10 +22,12 @@ from essa.engines import vllm_internals as internals
 from essa.engines.base import Completion, ContinuationScore, SamplingSettings
 from essa.engines.compile_choice import choose_eager
 from essa.engines.lora_weights import as_lora_candidate, module_deltas
+from essa.engines.mode_choice import resolve_mode
 from essa.engines.stop_rules import cut_text
 from essa.engines.vllm_cpu_lora import LoraProductCache, caching
 from essa.engines.vllm_merged import MergedWeights
 from essa.models.dtype import resolve_dtype
+from essa.quantize.paths import checkpoint_quantization, served_checkpoint
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -35,24 +37,6 @@ def vllm_lora_rank(rank: int) -> int:
     if rank > VLLM_LORA_RANKS[-1]:
         raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest supported rank {VLLM_LORA_RANKS[-1]}")
     return next(allowed for allowed in VLLM_LORA_RANKS if allowed >= rank)
-
-
-def resolve_mode(mode: str, quantization: str, on_cpu: bool, tensor_parallel_size: int = 1,
-                 eager: bool = False) -> str:
-    """The concrete candidate mode for ``engine.mode``; impossible combinations fail here.
-
-    ``auto``: adapter where the base is quantized (no dense weights to merge into), on GPUs and
-    with tensor parallelism; on the CPU build hybrid in eager mode, merged with torch.compile
-    (benchmarks/RESULTS.md, "Own CPU LoRA product and hybrid mode", "LoRA engines keep torch.compile")."""
-    if mode in ("merged", "hybrid") and (quantization != "none" or tensor_parallel_size > 1):
-        why = (f"needs dense base weights; model.quantization={quantization!r} works only with"
-               if quantization != "none" else "does not support tensor_parallel_size > 1 yet; use")
-        raise ValueError(f"engine.mode={mode} {why} engine.mode=adapter")
-    if mode != "auto":
-        return mode
-    if quantization != "none" or tensor_parallel_size > 1 or not on_cpu:
-        return "adapter"
-    return "hybrid" if eager else "merged"
 
 
 class _Mode:
@@ -225,16 +209,21 @@ class VLLMEngine:
         self.dtype_choice = resolve_dtype(model_cfg.dtype)
         self.eager, self.eager_reason = choose_eager(engine_cfg.enforce_eager, self.on_cpu, planned_tokens,
                                                      self.dtype_choice.dtype)
+        # int8/int4: a compressed-tensors copy (W8A8/W4A16) that vLLM recognises from its config;
+        # a model.path that is itself quantized counts as quantized too (nothing dense to merge into).
         quant = model_cfg.quantization
-        if quant == "int8":
-            raise ValueError("model.quantization=int8 is not available in vLLM; use engine.backend="
-                             "transformers (bitsandbytes 8-bit) or quantization int4/fp8")
+        served = served_checkpoint(model_path, quant, model_cfg.quantized_path)
+        self.quantization = quant if quant != "none" else (
+            f"{checkpoint_quantization(served)} checkpoint" if checkpoint_quantization(served) else "none")
         if quant == "int4" and self.on_cpu:
-            raise ValueError("model.quantization=int4 (bitsandbytes) needs vLLM on a CUDA GPU; on the "
-                             "CPU use engine.backend=transformers")
-        self.mode = resolve_mode(engine_cfg.mode, quant, self.on_cpu, engine_cfg.tensor_parallel_size,
-                                 self.eager)
-        kwargs: dict[str, Any] = {"quantization": {"int4": "bitsandbytes", "fp8": "fp8"}.get(quant)}
+            missing = internals.cpu_int4_kernel_missing()
+            if missing:
+                raise RuntimeError(f"model.quantization=int4: {missing}. Run INT4 with engine.backend="
+                                   f"transformers (bitsandbytes nf4 on the same base model), or serve "
+                                   f"this checkpoint with CUDA vLLM; int8 runs here.")
+        self.mode = resolve_mode(engine_cfg.mode, self.quantization, self.on_cpu,
+                                 engine_cfg.tensor_parallel_size, self.eager)
+        kwargs: dict[str, Any] = {"quantization": "fp8" if quant == "fp8" else None}
         lora_on = self.mode in ("adapter", "hybrid")
         if lora_on:
             if self.on_cpu:  # vLLM's CPU LoRA ops copy each token's adapter: see vllm_cpu_lora
@@ -246,7 +235,7 @@ class VLLMEngine:
                           lora_target_modules=list(lora_modules))
         if engine_cfg.stop_at_answer:  # the stop rules' processor (off: vLLM runs without it)
             kwargs["logits_processors"] = [internals.StopRuleProcessor]
-        self.llm = LLM(model=str(model_path), dtype=self.dtype_choice.dtype,
+        self.llm = LLM(model=str(served), dtype=self.dtype_choice.dtype,
                        max_model_len=engine_cfg.max_model_len,
                        gpu_memory_utilization=engine_cfg.memory_fraction,
                        tensor_parallel_size=engine_cfg.tensor_parallel_size,
@@ -263,7 +252,8 @@ class VLLMEngine:
 
     def describe(self) -> str:
         """One line for logs and the run directory: backend, dtype, compile and candidate mode."""
-        return (f"vllm {self.dtype_choice.dtype} ({self.dtype_choice.reason}), "
+        quant = "" if self.quantization == "none" else f", base {self.quantization}"
+        return (f"vllm {self.dtype_choice.dtype} ({self.dtype_choice.reason}){quant}, "
                 f"{'eager' if self.eager else 'compiled'} ({self.eager_reason}), mode {self.mode}")
 
     @property

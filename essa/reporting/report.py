@@ -122,6 +122,9 @@ def render_report(config: dict, records: list[dict], summary: dict) -> str:
                     f"validation score during the search)" if returned == "selected" else
                     "adapter_mean, the last mean")
             lines += ["", f"The run returns {what}. ESSA minus {start} on test: {gain_text}."]
+        if final_val.get("from_validations"):
+            lines += ["", f"Validation scores of {', '.join(final_val['from_validations'])} are the ones "
+                      "measured during the search on the same items (not scored again)."]
         if summary.get("stopped_early"):
             lines += ["", "The search stopped early: validation had not improved for "
                       f"runtime.patience = {(config.get('runtime') or {}).get('patience')} validations."]

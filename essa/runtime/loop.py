@@ -157,9 +157,12 @@ class Run:
         per_item = self._val_item_seconds or gen_seconds / (s.popsize * cfg.fitness.prompts_per_candidate)
         left = s.generations - g - 1
         validations = s.generations // rt.eval_every - (g + 1) // rt.eval_every if rt.eval_every else 0
-        # final evaluation: base, start, mean and (with validations) the selected mean
+        # final evaluation: base, start, mean and (with validations) the selected mean on test;
+        # on validation only what no in-run validation scored (the base, and the last mean unless
+        # the last generation was validated)
         rows = 4 if rt.eval_every and rt.select_adapter else 3  # as planned_tokens_per_engine counts
-        items = (validations * rt.eval_items + rows * (rt.eval_items + rt.test_items)
+        val_rows = (1 + (s.generations % rt.eval_every != 0)) if rt.eval_every else 3
+        items = (validations * rt.eval_items + val_rows * rt.eval_items + rows * rt.test_items
                  if cfg.task.validation_split else 3 * rt.test_items)
         return left * gen_seconds + items * per_item
 
@@ -192,6 +195,12 @@ class Run:
         if not np.isfinite(score):
             return
         state = self.state
+        # The final evaluation reuses these (same items, same greedy decoding) instead of scoring
+        # the start and the last validated mean on validation again.
+        if g < 0:
+            state["start_validation"] = float(score)
+        else:
+            state["last_validation"] = {"generation": g, "val_score": float(score)}
         best = state.get("best_validation")
         if best is None or score > best:
             state["best_validation"], state["validations_without_gain"] = float(score), 0
@@ -309,21 +318,45 @@ class Run:
         n = min(n, len(self.task.split(split)))
         x0 = self.space.start_vector()
         mean = self.strategy.mean
-        rows, labels = [x0, x0, mean], ["base", "start", "mean"]  # row 0: base, ignored
         selected = self.state.get("selected")
-        same = selected is not None and np.array_equal(selected["vector"], mean)
-        if selected is not None and not same:
-            rows.append(np.asarray(selected["vector"], dtype=np.float64))
-            labels.append("selected")
-        accuracy = list(fitness_vector(self.master.run_round(self.strategy.generation, np.stack(rows),
-                                                             [BASE, *labels[1:]], split, np.arange(n),
-                                                             "accuracy", split_rows=True)))
-        if same:  # the last validated mean is the last mean: scored once
-            labels.append("selected")
-            accuracy.append(accuracy[2])
+        vectors = {"base": x0, "start": x0, "mean": mean}  # base: row 0, run without the adapter
+        if selected is not None:
+            vectors["selected"] = np.asarray(selected["vector"], dtype=np.float64)
+        known = self._known_validation_scores(n) if phase == "final_validation" else {}
+        same = selected is not None and np.array_equal(vectors["selected"], mean)
+        if same and "mean" not in known:  # the last validated mean is the last mean: scored once
+            vectors.pop("selected")
+        to_score = [label for label in vectors if label not in known]
+        scored = fitness_vector(self.master.run_round(
+            self.strategy.generation, np.stack([vectors[label] for label in to_score]),
+            [BASE if label == "base" else label for label in to_score], split, np.arange(n),
+            "accuracy", split_rows=True))
+        accuracy = {**known, **dict(zip(to_score, map(float, scored)))}
+        if same:
+            accuracy["selected"] = accuracy["mean"]
+        labels = [label for label in ("base", "start", "mean", "selected") if label in accuracy]
         self.record({"generation": self.strategy.generation, "phase": phase, f"{phase}_items": n,
-                     **{f"{phase}_accuracy_{k}": _num(v) for k, v in zip(labels, accuracy)}})
-        return {"items": n, "accuracy": dict(zip(labels, map(float, accuracy)))}
+                     **{f"{phase}_accuracy_{k}": _num(accuracy[k]) for k in labels}})
+        result = {"items": n, "accuracy": {k: accuracy[k] for k in labels}}
+        if known:
+            result["from_validations"] = sorted(known)
+        return result
+
+    def _known_validation_scores(self, n: int) -> dict:
+        """Scores the in-run validations already measured on these n items: the start's (at
+        generation -1), the selected mean's, and the last mean's when the last generation was
+        validated. Runs resumed from an older checkpoint may lack them (then they are scored)."""
+        if n != min(self.config.runtime.eval_items, len(self.task.split(self.config.task.validation_split))):
+            return {}
+        state, known = self.state, {}
+        if state.get("start_validation") is not None:
+            known["start"] = state["start_validation"]
+        selected, last = state.get("selected"), state.get("last_validation")
+        if selected is not None:
+            known["selected"] = selected["val_score"]
+        if last is not None and last["generation"] == self.strategy.generation - 1:
+            known["mean"] = last["val_score"]
+        return known
 
 
 def reward_matrix(scores, n_items: int) -> np.ndarray:

@@ -45,8 +45,11 @@ def planned_tokens_per_engine(config, ranks: int | None = None) -> int:
     s, rt, f, e = config.search, config.runtime, config.fitness, config.engine
     search = s.generations * s.popsize * f.prompts_per_candidate * (0 if f.kind == "loglik" else 1)
     validations = (s.generations // rt.eval_every + 1) * rt.eval_items if rt.eval_every else 0
-    # base, start, last mean, and the best-validated mean when validations choose one
-    final = (4 if rt.eval_every and rt.select_adapter else 3) * (rt.eval_items + rt.test_items)
+    # test: base, start, last mean, and the best-validated mean when validations choose one;
+    # validation: what no in-run validation scored (the base; the last mean unless validated)
+    rows = 4 if rt.eval_every and rt.select_adapter else 3
+    val_rows = (1 + (s.generations % rt.eval_every != 0)) if rt.eval_every else 3
+    final = rows * rt.test_items + val_rows * rt.eval_items
     return (search + validations + final) * e.max_tokens // engine_count(config, ranks)
 
 
@@ -94,7 +97,24 @@ def _engine_lines(config, ranks: int) -> list[str]:
         eager, why = choose_eager(config.engine.enforce_eager, not torch.cuda.is_available(), planned,
                                   choice.dtype)
         lines.append(f"compile     {'eager' if eager else 'torch.compile'} ({why})")
+        lines.append(_vllm_base_line(config, not torch.cuda.is_available(), eager))
     return lines
+
+
+def _vllm_base_line(config, on_cpu: bool, eager: bool) -> str:
+    """The checkpoint each vLLM worker serves, its quantization, candidate mode and weight size;
+    a missing quantized copy or a merged mode on a quantized base fails here, as at start-up."""
+    from essa.engines.mode_choice import resolve_mode
+    from essa.quantize.paths import checkpoint_quantization, served_checkpoint, weight_bytes
+    m, e = config.model, config.engine
+    served = served_checkpoint(resolve_model_path(m.path), m.quantization, m.quantized_path)
+    method = checkpoint_quantization(served)
+    quant = m.quantization if m.quantization != "none" else (f"{method} checkpoint" if method else "none")
+    mode = resolve_mode(e.mode, quant, on_cpu, e.tensor_parallel_size, eager)
+    size = weight_bytes(served)
+    stored = f"{_si(size)}B of weights as stored" if size else "no safetensors files"
+    label = {"int8": "int8 (W8A8)", "int4": "int4 (W4A16)"}.get(quant, quant)
+    return f"base        {served} ({label}): {stored}, loaded by every worker; candidates {mode} mode"
 
 
 def _reward_model_lines(config) -> list[str]:
