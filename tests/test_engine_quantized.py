@@ -74,13 +74,32 @@ def test_a_missing_quantized_copy_names_the_path_and_the_command(demo_model, tmp
         VLLMEngine(demo_model, plain, EngineConfig(kv_cache_gib=1, enforce_eager=True))
 
 
+INT4_CHILD = """
+import json, sys
+from tests.conftest import start_vllm_engine
+from tests.test_engine_vllm import PROMPTS, candidates, texts
+from essa.engines.base import SamplingSettings
+demo_model, adapter = sys.argv[1:3]
+engine = start_vllm_engine(demo_model, quantization="int4", max_loras=3)
+cand = candidates(adapter, [2.5])[0]
+out = engine.generate(PROMPTS, [None, cand, cand], SamplingSettings(max_tokens=16))
+print("RESULT " + json.dumps({"describe": engine.describe(), "mode": engine.mode,
+                              "texts": [texts(per) for per in out]}))
+"""
+
+
 def test_int4_runs_where_the_cpu_build_has_its_kernel_and_says_why_not_elsewhere(demo_model, small_adapter):
     """INT4 (W4A16) on the CPU build: vLLM 0.32's wheel has the kernel for AVX-512 CPUs only. On
     such a CPU the engine generates and a candidate changes the output (and repeats itself); on
-    others the start-up error names the kernel and the engines that can run INT4."""
+    others the start-up error names the kernel and the engines that can run INT4. The INT4 engine
+    runs in a child process: one more engine in this session would crowd the others' memory."""
+    import json
+    import subprocess
+    import sys
+
     from essa.engines import vllm_internals
     from essa.quantize.paths import quantized_dir
-    folder = quantized_dir(demo_model, "int4")
+    from tests.conftest import ROOT
     missing = vllm_internals.cpu_int4_kernel_missing()
     print(f"PyTorch CPU capability {torch.backends.cpu.get_cpu_capability()}; int4 kernel missing: {missing}")
     if missing:
@@ -88,12 +107,14 @@ def test_int4_runs_where_the_cpu_build_has_its_kernel_and_says_why_not_elsewhere
         with pytest.raises(RuntimeError, match="engine.backend=transformers.*CUDA vLLM"):
             start_vllm_engine(demo_model, quantization="int4")
         return
-    assert folder.is_dir(), "make setup prepares the int4 copy (essa prepare-model --quantize int4)"
-    # Session-long like every engine here: closing one mid-session breaks the others.
-    engine = start_vllm_engine(demo_model, quantization="int4", max_loras=3)
-    assert engine.mode == "adapter" and "base int4" in engine.describe()
-    cand = candidates(small_adapter, [2.5])[0]
-    base, moved, again = (texts(per) for per in engine.generate(PROMPTS, [None, cand, cand], GREEDY))
+    assert quantized_dir(demo_model, "int4").is_dir(), "make setup prepares the int4 copy"
+    proc = subprocess.run([sys.executable, "-c", INT4_CHILD, str(demo_model), str(small_adapter)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert proc.returncode == 0 and line, proc.stderr[-3000:]
+    result = json.loads(line[len("RESULT "):])
+    assert result["mode"] == "adapter" and "base int4" in result["describe"]
+    base, moved, again = result["texts"]
     assert moved != base and moved == again
 
 

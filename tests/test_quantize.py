@@ -177,3 +177,14 @@ def test_calibrated_int4_through_the_cli(demo_model, tmp_path, capsys):
     assert (group["weights"]["num_bits"], group["weights"]["group_size"]) == (4, 64)
     assert group["input_activations"] is None
     assert header(out, "model.layers.0.self_attn.q_proj.weight_packed")[1] == "I32"  # 8 int4 per int32
+
+
+def test_a_failing_child_leaves_no_output_and_keeps_its_log(demo_model, tmp_path, monkeypatch):
+    """The main venv's python has no llmcompressor: the child fails for real, at its first import."""
+    import sys
+    from essa.quantize.run import QuantizeError
+    monkeypatch.setenv("ESSA_QUANTIZE_PYTHON", sys.executable)
+    out = tmp_path / "int8"
+    with pytest.raises(QuantizeError, match="(?s)exit 1.*No module named 'llmcompressor'"):
+        quantize_model(demo_model, "int8", output=out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.failed.log"]

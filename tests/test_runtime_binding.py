@@ -6,6 +6,7 @@ cores computes on one.
 """
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -35,7 +36,8 @@ def _probe(ranks: int, mode: str, master_evaluates: bool) -> dict:
                           "1" if master_evaluates else "0"], capture_output=True, text=True, cwd=ROOT,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [json.loads(line[5:]) for line in out.stdout.splitlines() if line.startswith("BIND ")]
+    # ranks print at once: under load two lines can arrive joined, so find each record
+    rows = [json.loads(found) for found in re.findall(r"BIND (\[[^\]]*\])", out.stdout)]
     return {rank: (before, after, bound) for rank, before, after, bound in rows}
 
 

@@ -44,7 +44,9 @@ def test_reward_model_search_under_mpirun_with_a_real_engine(tmp_path, demo_mode
     assert "validation reward-model score of the start:" in err and "validation accuracy" not in err
     assert "| ESSA, last mean | " in (run_dir / "report.md").read_text()
     # Pairs scored: 2 generations x 3 candidates x 4 prompts, the base model's answers to each
-    # generation's 4 prompts once (not once per candidate), validations 2 x 4, final 2 x rows x 4
-    # (base, start, last mean, and the selected mean unless it is the last mean, scored once).
+    # generation's 4 prompts once (not once per candidate), validations 2 x 4, final test rows x 4
+    # (base, start, last mean, and the selected mean unless it is the last mean, scored once) and
+    # final validation 4 (the base only: the start and the last mean were validated in the run).
     rows = 3 + (summary["selected"]["generation"] != 1)
-    assert f"reward model: {24 + 8 + 8 + 8 * rows} pairs scored" in err, err[-3000:]
+    assert summary["validation"]["from_validations"] == ["mean", "selected", "start"]
+    assert f"reward model: {24 + 8 + 8 + 4 * rows + 4} pairs scored" in err, err[-3000:]

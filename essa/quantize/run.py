@@ -96,13 +96,18 @@ def run_child(python: Path, spec: dict, log_path: Path) -> dict:
     return json.loads(lines[-1])
 
 
-def calibration_spec(config, model_path: Path, samples: int, seed: int, work: Path) -> tuple[str, dict]:
-    """Write the calibration texts to ``work``; returns (file, manifest record)."""
+def calibration_spec(config, model_path: Path, scheme: str, samples: int, seed: int,
+                     max_seq_len: int, work: Path) -> tuple[str, dict]:
+    """Write the calibration texts to ``work``; returns (file, the manifest's calibration record)."""
     from essa.quantize.calibration import calibration_set
     texts, record = calibration_set(config, model_path, samples, seed)
     path = work / "calibration.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-    return str(path), record
+    print(f"calibration: {record['samples']} rows of {record['dataset']} ({record['split']} split, "
+          f"seed {seed})", flush=True)
+    config_file = str(Path(config).absolute()) if isinstance(config, (str, Path)) else None
+    method = "smoothquant+gptq" if scheme == "int8" else "gptq"
+    return str(path), {"method": method, **record, "max_seq_len": max_seq_len, "config": config_file}
 
 
 def manifest(scheme: str, group_size, model_path: Path, calibration, result: dict) -> dict:
@@ -147,14 +152,10 @@ def quantize_model(model, scheme: str, output=None, calibrate: bool = False, con
     tmp.mkdir(parents=True)
     try:
         with tempfile.TemporaryDirectory(prefix="essa-calibration-") as work:
-            calibration, calibration_file = "round-to-nearest", None
+            calibration_file, calibration = None, "round-to-nearest"
             if calibrate:
-                calibration_file, record = calibration_spec(config, model_path, samples, seed, Path(work))
-                method = "smoothquant+gptq" if scheme == "int8" else "gptq"
-                calibration = {"method": method, **record, "max_seq_len": max_seq_len,
-                               "config": str(Path(config).absolute()) if isinstance(config, (str, Path)) else None}
-                print(f"calibration: {record['samples']} rows of {record['dataset']} "
-                      f"({record['split']} split, seed {seed})", flush=True)
+                calibration_file, calibration = calibration_spec(config, model_path, scheme, samples,
+                                                                 seed, max_seq_len, Path(work))
             spec = {"source": str(model_path), "output": str(tmp), "scheme": scheme, "group_size": group,
                     "calibrate": calibrate, "calibration_file": calibration_file,
                     "max_seq_len": max_seq_len}
