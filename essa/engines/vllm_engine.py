@@ -27,7 +27,7 @@ from essa.engines.stop_rules import cut_text
 from essa.engines.vllm_cpu_lora import LoraProductCache, caching
 from essa.engines.vllm_merged import MergedWeights
 from essa.models.dtype import resolve_dtype
-from essa.quantize.paths import checkpoint_quantization, served_checkpoint
+from essa.quantize.paths import served_checkpoint, served_quantization
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -213,8 +213,7 @@ class VLLMEngine:
         # a model.path that is itself quantized counts as quantized too (nothing dense to merge into).
         quant = model_cfg.quantization
         served = served_checkpoint(model_path, quant, model_cfg.quantized_path)
-        self.quantization = quant if quant != "none" else (
-            f"{checkpoint_quantization(served)} checkpoint" if checkpoint_quantization(served) else "none")
+        self.quantization = served_quantization(served, quant)
         if quant == "int4" and self.on_cpu:
             missing = internals.cpu_int4_kernel_missing()
             if missing:

@@ -92,3 +92,12 @@ def is_current_copy(folder: Path, model_path: Path, scheme: str) -> bool:
     return (manifest.get("scheme") == scheme and manifest.get("source") == str(model_path)
             and manifest.get("calibration") == "round-to-nearest"
             and manifest.get("source_fingerprint") == source_fingerprint(model_path))
+
+
+def served_quantization(served: Path, quantization: str) -> str:
+    """What the served checkpoint is, for mode rules and logs: ``model.quantization`` when set,
+    else '<method> checkpoint' for a model.path that is itself quantized, else 'none'."""
+    if quantization != "none":
+        return quantization
+    method = checkpoint_quantization(served)
+    return f"{method} checkpoint" if method else "none"

@@ -105,11 +105,10 @@ def _vllm_base_line(config, on_cpu: bool, eager: bool) -> str:
     """The checkpoint each vLLM worker serves, its quantization, candidate mode and weight size;
     a missing quantized copy or a merged mode on a quantized base fails here, as at start-up."""
     from essa.engines.mode_choice import resolve_mode
-    from essa.quantize.paths import checkpoint_quantization, served_checkpoint, weight_bytes
+    from essa.quantize.paths import served_checkpoint, served_quantization, weight_bytes
     m, e = config.model, config.engine
     served = served_checkpoint(resolve_model_path(m.path), m.quantization, m.quantized_path)
-    method = checkpoint_quantization(served)
-    quant = m.quantization if m.quantization != "none" else (f"{method} checkpoint" if method else "none")
+    quant = served_quantization(served, m.quantization)
     mode = resolve_mode(e.mode, quant, on_cpu, e.tensor_parallel_size, eager)
     size = weight_bytes(served)
     stored = f"{_si(size)}B of weights as stored" if size else "no safetensors files"
