@@ -55,20 +55,34 @@ PROMPTS = ["the quick brown fox", "seven green birds sing about", "twelve plus f
 CONTINUATIONS = [" jumps over the dog", " numbers", " seventeen", " sleeps", " birds sing", " twelve"]
 
 
-def build_tiny_model(folder: Path, args, seed: int) -> Path:
-    """Save a random Llama (``args`` sizes) and a byte-level BPE tokenizer trained on WORDS."""
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_tiny_model(folder: Path, args, seed: int, corpus: list[str] | None = None,
+                     vocab_size: int = 512, chat: bool = False) -> Path:
+    """Save a random Llama (``args`` sizes) and a byte-level BPE tokenizer trained on WORDS.
+
+    ``corpus``: more texts the tokenizer is trained on (e.g. a task's questions). ``chat``: a
+    ChatML chat template, ``<|im_start|>`` / ``<|im_end|>`` special tokens and ``<|im_end|>`` as the
+    end-of-sequence token (as Qwen's and SmolLM2's instruct models have).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     rng = torch.Generator().manual_seed(seed)
-    corpus = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (12,), generator=rng).tolist())
-              for _ in range(200)]
+    texts = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (12,), generator=rng).tolist())
+             for _ in range(200)] + list(corpus or [])
+    specials = ["<|endoftext|>", "<pad>"] + (["<|im_start|>", "<|im_end|>"] if chat else [])
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=512, special_tokens=["<|endoftext|>", "<pad>"],
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>",
+                                  eos_token="<|im_end|>" if chat else "<|endoftext|>")
+    if chat:
+        tok.chat_template = CHATML
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=args.hidden, intermediate_size=args.intermediate,
                       num_hidden_layers=args.layers, num_attention_heads=args.heads,
                       num_key_value_heads=args.kv_heads, max_position_embeddings=1024,
@@ -109,6 +123,32 @@ def hand_logprob(model, tokenizer, prompt: str, continuation: str, device) -> fl
     with torch.inference_mode():
         logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
     return logprobs[n_prompt - 1:-1].gather(-1, ids[0, n_prompt:, None]).sum().item()
+
+
+# Largest allowed |engine - peft| sum log-prob per continuation token (bf16: rounding of a
+# left-padded batch against an unpadded forward).
+PEFT_TOLERANCE = {"fp32": 1e-3, "bf16": 0.05}
+
+
+def scores_vs_peft(engine, candidates, prompts, conts, per_token: float) -> dict:
+    """``score_continuations`` of ``candidates`` in one batched engine call against peft's
+    ``PeftModel`` forward with ``candidates[0]`` written as a PEFT folder, on the engine's device.
+
+    Returns the largest absolute difference of the first candidate's sums, the largest per
+    continuation token, and ``ok``: every item within ``per_token`` x its tokens.
+    """
+    from peft import PeftModel
+    ours = engine.score_continuations(prompts, conts, candidates)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_adapter(Path(tmp) / "c0", peft_tensors(candidates[0]), candidates[0].config)
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(engine.model), str(folder)).eval()
+        theirs = [hand_logprob(peft_model, engine.tokenizer, p, c, engine.device)
+                  for p, c in zip(prompts, conts)]
+        del peft_model
+    diffs = [abs(o.logprob - t) for o, t in zip(ours, theirs)]
+    return {"max_abs_diff": round(max(diffs), 5),
+            "max_diff_per_token": round(max(d / max(o.num_tokens, 1) for d, o in zip(diffs, ours)), 5),
+            "ok": all(d <= per_token * max(o.num_tokens, 1) for d, o in zip(diffs, ours))}
 
 
 def timed_generate(engine, prompts, candidates, sampling) -> tuple[float, int]:
@@ -163,20 +203,11 @@ def run_mode(mode: str, model_dir: Path, args, failures: list[str]) -> dict:
     check("base_differs_from_strong", base_vs_strong[0] != base_vs_strong[1])
     # 2. scores against peft on the same device (plain-weight modes only).
     if quant == "none":
-        from peft import PeftModel
-        conts = CONTINUATIONS[:len(prompts)]
-        ours = engine.score_continuations(prompts, conts, [cands[0]])[0]
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = write_adapter(Path(tmp) / "c0", peft_tensors(cands[0]), cands[0].config)
-            peft_model = PeftModel.from_pretrained(copy.deepcopy(engine.model), str(folder)).eval()
-            theirs = [hand_logprob(peft_model, engine.tokenizer, p, c, engine.device)
-                      for p, c in zip(prompts, conts)]
-            del peft_model
-        per_token = 1e-3 if mode == "fp32" else 0.05
-        diffs = [abs(o.logprob - t) for o, t in zip(ours, theirs)]
-        row["peft_max_abs_diff"] = round(max(diffs), 5)
-        row["peft_max_diff_per_token"] = round(max(d / max(o.num_tokens, 1) for d, o in zip(diffs, ours)), 5)
-        check("scores_match_peft", all(d <= per_token * max(o.num_tokens, 1) for d, o in zip(diffs, ours)))
+        diff = scores_vs_peft(engine, [cands[0]], prompts, CONTINUATIONS[:len(prompts)],
+                              PEFT_TOLERANCE[mode])
+        row["peft_max_abs_diff"] = diff["max_abs_diff"]
+        row["peft_max_diff_per_token"] = diff["max_diff_per_token"]
+        check("scores_match_peft", diff["ok"])
     # 3. speed: base alone, then K candidates at once (after one warm-up call each).
     speed_prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
     if cuda:  # peak over the timed runs: weights, activations, KV cache (not the peft copy above)

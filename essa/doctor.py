@@ -214,18 +214,25 @@ def hf_quant_verdicts(facts: dict) -> list[Row]:
 def training_verdicts(facts: dict) -> list[Row]:
     libs = _facts(facts, "libraries")
     torch_facts = _facts(facts, "torch")
-    device = "GPU" if torch_facts.get("cuda_available") else "CPU (float32)"
+    cuda = bool(torch_facts.get("cuda_available") and facts.get("gpus"))
+    bnb = facts.get("bitsandbytes", {})
+    qlora = "QLoRA nf4" if bnb.get("installed") and bnb.get("works") else "no QLoRA: bitsandbytes not working"
+    # what sft.trainer / grpo.generation 'auto' resolve to here (essa/sft/setup.py, essa/baselines/grpo.py)
+    sft_device = f"CUDA (trl trainer, bf16 autocast, {qlora})" if cuda else "CPU (loop trainer, float32)"
+    grpo_device = (f"CUDA (bf16, generation {'vLLM colocated' if vllm_usable(facts)[0] else 'transformers'})"
+                   if cuda else "CPU (float32, transformers generation)")
     sft_missing = [n for n in ("transformers", "peft") if not libs.get(n)] + \
-        ([] if torch_facts.get("installed") else ["torch"])
-    grpo_missing = sft_missing + [n for n in ("trl", "datasets") if not libs.get(n)]
+        ([] if torch_facts.get("installed") else ["torch"]) + \
+        ([n for n in ("trl", "datasets") if not libs.get(n)] if cuda else [])
+    grpo_missing = sorted(set(sft_missing + [n for n in ("trl", "datasets") if not libs.get(n)]))
     mpi = _facts(facts, "mpi")
     mpi_ok = bool(mpi.get("mpi4py") and mpi.get("mpirun"))
     quant = _facts(facts, "quantize_venv")
     nltk = _facts(facts, "nltk")
     ifeval_why = nltk.get("reason") or ("" if libs.get("if-verifiable") else "if-verifiable is not installed")
-    return [Row("essa-sft", _yes(not sft_missing), f"on {device}" if not sft_missing else "",
+    return [Row("essa-sft", _yes(not sft_missing), f"on {sft_device}" if not sft_missing else "",
                 f"missing {', '.join(sft_missing)}" if sft_missing else ""),
-            Row("essa-grpo", _yes(not grpo_missing), f"on {device}" if not grpo_missing else "",
+            Row("essa-grpo", _yes(not grpo_missing), f"on {grpo_device}" if not grpo_missing else "",
                 f"missing {', '.join(grpo_missing)}" if grpo_missing else ""),
             Row("essa-train under MPI", _yes(mpi_ok), mpi.get("vendor", ""), mpi.get("reason", "") or
                 ("" if mpi_ok else "MPI was not probed, or its probe failed")),

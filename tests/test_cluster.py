@@ -374,6 +374,25 @@ def test_paper_config_dry_run_from_config_json_only(tmp_path, name):
     assert f"{config.search.popsize} candidates x {config.search.generations} generations" in out.stdout
 
 
+@pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))
+def test_paper_config_warm_start_fits_one_80gb_gpu(tmp_path, name, capsys, monkeypatch):
+    """essa-sft --dry-run of each paper config against an 80 GB GPU: the plan fits (the 32B ones
+    through QLoRA), with the trl trainer in bf16 as a CUDA node resolves it."""
+    from essa.cli.sft import main
+    monkeypatch.setenv("ESSA_DATA_DIR", str(tmp_path / "no-data"))  # data not read
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(ARCHITECTURES[PAPER_CONFIGS[name]]))
+    sets = [f"model.path={model}", "sft.device=cuda", "sft.device_memory_gib=80", f"output_dir={tmp_path}"]
+    code = main(["--config", str(CONFIGS / name), *[f"--set={s}" for s in sets], "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    total = float(re.search(r"total .* ([\d.]+) GiB", out).group(1))
+    assert 5 < total < 80 and "80.0 GiB (sft.device_memory_gib): fits" in out, out
+    assert "SFT trainer trl on cuda (bf16, " in out and "gradient checkpointing" in out, out
+    assert "planned: this node has no GPU" in out
+
+
 def test_paper_configs_name_real_data_and_runnable_engines(tmp_path):
     from essa.config import load_config
     from essa.data.loading import KNOWN_DATASETS, default_data_dir, load_task

@@ -139,6 +139,23 @@ def test_cuda_quantizations_follow_compute_capability():
     assert rows["engine.mode auto"].value.startswith("-> adapter")
 
 
+def test_training_lines_name_what_sft_and_grpo_resolve_to():
+    facts = cuda_facts("9.0")
+    facts["libraries"] = {n: "1.0" for n in ("transformers", "peft", "trl", "datasets")}
+    facts["bitsandbytes"] = {"installed": True, "works": True, "device": "cuda"}
+    rows = {r.name: r for r in doctor.training_verdicts(facts)}
+    assert rows["essa-sft"].status == "ok" and "trl trainer, bf16" in rows["essa-sft"].value
+    assert "QLoRA nf4" in rows["essa-sft"].value
+    assert "vLLM colocated" in rows["essa-grpo"].value
+    facts["libraries"].pop("trl")
+    rows = {r.name: r for r in doctor.training_verdicts(facts)}
+    assert rows["essa-sft"].status == "no" and "trl" in rows["essa-sft"].reason  # the GPU path needs TRL
+    cpu = {r.name: r for r in doctor.training_verdicts(
+        {**cuda_facts(), "libraries": {n: "1.0" for n in ("transformers", "peft")}})}
+    assert cpu["essa-sft"].status == "ok" and "loop trainer, float32" in cpu["essa-sft"].value
+    assert cpu["essa-grpo"].status == "no" and "trl" in cpu["essa-grpo"].reason
+
+
 def test_essa_doctor_is_the_umbrella_command():
     from tests.conftest import run_cli
     out = run_cli(["essa", "doctor", "--help"])

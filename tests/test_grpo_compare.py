@@ -89,6 +89,7 @@ def test_grpo_writes_the_essa_run_directory(grpo_run):
     assert set(summary["test"]["accuracy"]) == {"start", "final"}
     log_text = (run / "run.log").read_text()
     assert "validation accuracy of the start" in log_text and "summary: 2 steps" in log_text
+    assert "GRPO set-up: cpu, float32; generation transformers; gradient checkpointing off" in log_text
     print(f"essa-grpo tiny run: {grpo_run.seconds:.0f} s")
 
 
@@ -320,3 +321,299 @@ def test_compare_names_the_folder_without_metrics(tmp_path, two_runs):
                        extra=[{"generation": 0, "phase": "search", "wall_time": 1.0}])
     with pytest.raises(CompareError, match="no validation records"):
         load_curve(empty)
+
+
+# ---- essa-grpo on CPU or CUDA: the set-up, TRL's arguments, several processes, the batch script -----
+
+CPU_BF16 = "cpu", "EPYC", False, "AVX512", frozenset({"avx512_bf16"})  # native bf16, still float32
+
+
+def _device(kind: str, bf16: bool = True):
+    from essa.models.dtype import Device
+
+    if kind == "cpu":
+        return Device(*CPU_BF16)
+    return Device("cuda", "NVIDIA H200" if bf16 else "Tesla V100", cuda_bf16=bf16)
+
+
+def _grpo(*overrides):
+    return load_config(None, list(overrides)).grpo
+
+
+def test_grpo_setup_on_the_cpu_is_the_demos_float32_path():
+    from essa.baselines.grpo import decide_grpo_setup
+
+    for requested in ("auto", "cpu"):
+        for dev in (_device("cpu"), _device("cuda")) if requested == "cpu" else (_device("cpu"),):
+            setup = decide_grpo_setup(_grpo(f"grpo.device={requested}"), dev, vllm_available=True)
+            assert (setup.device, setup.dtype, setup.bf16) == ("cpu", "float32", False)
+            assert setup.use_cpu and setup.generation == "transformers"
+            assert not setup.gradient_checkpointing  # auto: off on the CPU
+    setup = decide_grpo_setup(_grpo("grpo.gradient_checkpointing=true"), _device("cpu"), True)
+    assert setup.gradient_checkpointing and setup.use_cpu
+    line = decide_grpo_setup(_grpo(), _device("cpu"), True).describe()
+    assert line.startswith("cpu, float32; generation transformers; gradient checkpointing off; 1 process")
+
+
+def test_grpo_setup_on_cuda_with_bf16_and_vllm_colocates():
+    from essa.baselines.grpo import decide_grpo_setup
+
+    setup = decide_grpo_setup(_grpo("grpo.vllm_gpu_memory_utilization=0.4"), _device("cuda"), True)
+    assert (setup.device, setup.dtype, setup.bf16, setup.generation) == ("cuda:0", "bfloat16", True, "vllm")
+    assert setup.gradient_checkpointing and not setup.use_cpu
+    assert setup.vllm_gpu_memory_utilization == 0.4
+    import torch
+    assert setup.torch_dtype is torch.bfloat16
+    line = setup.describe()
+    assert "cuda:0" in line and "bf16 autocast" in line and "vllm (colocate, 40% of GPU memory)" in line
+    assert "NVIDIA H200 with bf16" in line
+    # A GPU without bf16: float32, no autocast.
+    old = decide_grpo_setup(_grpo(), _device("cuda", bf16=False), True)
+    assert (old.dtype, old.bf16, old.generation) == ("float32", False, "vllm")
+    # Explicit choices are kept.
+    chosen = decide_grpo_setup(_grpo("grpo.generation=transformers", "grpo.gradient_checkpointing=off",
+                                     "grpo.device=cuda"), _device("cuda"), True)
+    assert (chosen.generation, chosen.gradient_checkpointing) == ("transformers", False)
+
+
+def test_grpo_setup_on_cuda_without_vllm_uses_transformers():
+    from essa.baselines.grpo import decide_grpo_setup
+    from essa.config import ConfigError
+
+    setup = decide_grpo_setup(_grpo(), _device("cuda"), vllm_available=False)
+    assert (setup.device, setup.bf16, setup.generation) == ("cuda:0", True, "transformers")
+    assert "vllm is not installed" in setup.describe()
+    with pytest.raises(ConfigError, match="grpo.generation: vllm, but vllm is not installed"):
+        decide_grpo_setup(_grpo("grpo.generation=vllm"), _device("cuda"), vllm_available=False)
+
+
+def test_grpo_setup_errors_name_the_field():
+    from essa.baselines.grpo import decide_grpo_setup
+    from essa.config import ConfigError
+
+    with pytest.raises(ConfigError, match="grpo.generation: vllm needs a CUDA GPU"):
+        decide_grpo_setup(_grpo("grpo.generation=vllm"), _device("cpu"), vllm_available=True)
+    with pytest.raises(ConfigError, match="grpo.generation: .*grpo.device is cpu"):
+        decide_grpo_setup(_grpo("grpo.generation=vllm", "grpo.device=cpu"), _device("cuda"), True)
+    with pytest.raises(ConfigError, match="grpo.device: cuda:1 but this process sees no CUDA GPU"):
+        decide_grpo_setup(_grpo("grpo.device=cuda:1"), _device("cpu"), True)
+    with pytest.raises(ConfigError, match="grpo.device"):
+        load_config(None, ["grpo.device=gpu"])
+
+
+def test_grpo_setup_picks_the_gpu_of_each_process():
+    from essa.baselines.grpo import decide_grpo_setup
+    from essa.config import ConfigError
+
+    # Under accelerate launch: the local rank's GPU, each with its colocated vLLM engine.
+    setup = decide_grpo_setup(_grpo(), _device("cuda"), True, processes=8, local_rank=3)
+    assert (setup.device, setup.generation, setup.processes) == ("cuda:3", "vllm", 8)
+    assert "8 processes" in setup.describe()
+    with pytest.raises(ConfigError, match="grpo.device: cuda:1 picks one GPU"):
+        decide_grpo_setup(_grpo("grpo.device=cuda:1"), _device("cuda"), True, processes=2)
+    # 4 prompts x 8 completions do not split over 3 processes.
+    with pytest.raises(ConfigError, match="grpo.prompts_per_step"):
+        decide_grpo_setup(_grpo(), _device("cuda"), True, processes=3)
+    # One process on cuda:1: TRL's colocated engine would sit on cuda:0, so transformers (auto).
+    one = decide_grpo_setup(_grpo("grpo.device=cuda:1"), _device("cuda"), True)
+    assert (one.device, one.generation) == ("cuda:1", "transformers")
+    assert "CUDA_VISIBLE_DEVICES=1" in one.describe()
+    with pytest.raises(ConfigError, match="grpo.generation: vllm, but TRL's colocated"):
+        decide_grpo_setup(_grpo("grpo.device=cuda:1", "grpo.generation=vllm"), _device("cuda"), True)
+
+
+def test_launch_ranks_come_from_the_launchers_environment():
+    from essa.baselines.grpo import launch_ranks
+
+    assert launch_ranks({}) == (0, 0, 1)
+    assert launch_ranks({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8"}) == (5, 1, 8)
+
+
+def test_grpo_arguments_on_the_cpu(tmp_path):
+    from essa.baselines.grpo import decide_grpo_setup, grpo_argument_values, grpo_arguments
+
+    config = load_config(None, ["grpo.prompts_per_step=2", "grpo.num_generations=4", "grpo.steps=7"])
+    setup = decide_grpo_setup(config.grpo, _device("cpu"), True)
+    values = grpo_argument_values(config, tmp_path, False, setup)
+    assert values["use_cpu"] is True and values["bf16"] is False and values["fp16"] is False
+    assert values["use_vllm"] is False and values["gradient_checkpointing"] is False
+    assert "vllm_mode" not in values and "gradient_checkpointing_kwargs" not in values
+    assert values == grpo_argument_values(config, tmp_path, False)  # no set-up: the CPU one
+    args = grpo_arguments(config, tmp_path, False, setup)  # TRL accepts them here
+    assert args.use_cpu and not args.bf16 and not args.use_vllm and not args.gradient_checkpointing
+    assert args.per_device_train_batch_size == 8 and args.max_steps == 7 and args.num_generations == 4
+    assert args.output_dir == str(tmp_path / "trainer")
+
+
+def test_grpo_arguments_on_cuda(tmp_path):
+    """TRL refuses bf16 without a GPU, so the CUDA arguments are checked as values (and as
+    GRPOConfig field names)."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from essa.baselines.grpo import decide_grpo_setup, grpo_argument_values
+
+    config = load_config(None, ["grpo.prompts_per_step=2", "grpo.num_generations=4",
+                                "grpo.vllm_gpu_memory_utilization=0.45"])
+    setup = decide_grpo_setup(config.grpo, _device("cuda"), True, processes=4, local_rank=2)
+    values = grpo_argument_values(config, tmp_path, True, setup)
+    assert values["use_cpu"] is False and values["bf16"] is True and values["fp16"] is False
+    assert values["use_vllm"] is True and values["vllm_mode"] == "colocate"
+    assert values["vllm_gpu_memory_utilization"] == 0.45
+    assert values["gradient_checkpointing"] is True
+    assert values["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert values["per_device_train_batch_size"] == 2  # 2 prompts x 4 completions over 4 processes
+    assert values["disable_tqdm"] is False
+    assert set(values) <= {f.name for f in dataclasses.fields(GRPOConfig)}
+    no_vllm = decide_grpo_setup(config.grpo, _device("cuda"), vllm_available=False)
+    plain = grpo_argument_values(config, tmp_path, True, no_vllm)
+    assert plain["use_vllm"] is False and "vllm_mode" not in plain and plain["bf16"] is True
+
+
+class _FakeAccelerator:
+    """Two processes: the other one sampled ``other_tokens`` tokens and votes ``other_stop``."""
+
+    def __init__(self, main: bool, other_tokens: int, other_stop: int = 0):
+        self.is_main_process, self.num_processes, self.device = main, 2, "cpu"
+        self.other = [other_tokens, other_stop]
+
+    def reduce(self, tensor, reduction):
+        import torch
+        assert reduction == "sum"
+        return tensor + torch.tensor(self.other)
+
+
+def test_recorder_on_other_processes_writes_nothing_and_follows_the_main_ones_stop(tmp_path):
+    from transformers import TrainerControl
+
+    from essa.baselines.grpo import RunRecorder, TokenCount
+
+    config = load_config(None, ["grpo.max_wall_time_s=10", "grpo.eval_every=1"])
+    scorer, tokens = _SlowScorer(0.0), TokenCount()
+    recorder = RunRecorder(config, None, scorer, MetricsWriter(tmp_path / "metrics.jsonl"), tokens)
+    recorder.attach(_FakeAccelerator(main=False, other_tokens=5, other_stop=1))
+    state, control = SimpleNamespace(global_step=1, max_steps=100), TrainerControl()
+    recorder.on_train_begin(None, state, control)
+    assert recorder.validate(-1) is None
+    tokens.total += 3  # this process's completions
+    recorder.on_step_end(None, state, control)
+    assert control.should_training_stop and recorder.stop_reason == "max_wall_time_s"
+    assert tokens.total == 8 and scorer.calls == []  # both processes' tokens; no validation here
+    recorder.on_log(None, state, control, logs={"reward": 0.5})
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+    # The main process: its own budget is not spent, the sum says go on; it validates and writes.
+    main_tokens = TokenCount()
+    main = RunRecorder(config, None, scorer, MetricsWriter(tmp_path / "metrics.jsonl"), main_tokens)
+    main.attach(_FakeAccelerator(main=True, other_tokens=4))
+    control = TrainerControl()
+    main.on_train_begin(None, state, control)
+    main_tokens.total += 6
+    main.on_step_end(None, state, control)
+    assert not control.should_training_stop and main_tokens.total == 10
+    main_tokens.total += 1  # the next step: only the new tokens are summed again
+    state.global_step = 2
+    main.on_step_end(None, state, control)
+    assert main_tokens.total == 15
+    assert [r["tokens_total"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [10, 15]
+
+
+def test_greedy_scoring_moves_its_inputs_to_the_models_device():
+    import torch
+
+    from essa.baselines.grpo import _OnDevice
+
+    seen = {}
+
+    class Model:
+        def eval(self):
+            seen["eval"] = True
+
+        def generate(self, **kwargs):
+            seen.update({k: v.device.type if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
+            return "out"
+
+    wrapped = _OnDevice(Model(), "meta")
+    assert wrapped.eval() is wrapped and seen["eval"]
+    assert wrapped.generate(input_ids=torch.ones(1, 2), attention_mask=torch.ones(1, 2),
+                            max_new_tokens=3) == "out"
+    assert seen == {"eval": True, "input_ids": "meta", "attention_mask": "meta", "max_new_tokens": 3}
+
+
+@pytest.mark.model
+def test_grpo_check_prints_the_plan_and_refuses_what_cannot_run(tmp_path, demo_model):
+    base = ["essa", "grpo", "--check", "--set", f"output_dir={tmp_path}", "--set", "name=g",
+            "--set", "adapter.init=fresh", "--set", f"model.path={demo_model}"]
+    proc = run_cli(base, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert f"run_dir={tmp_path / 'g'}" in lines and "processes=1" in lines and "warm_start=0" in lines
+    assert any(x.startswith("setup=cpu, float32; generation transformers") for x in lines)
+    assert [x for x in lines if x.startswith("arg=")] == [
+        "arg=--set", f"arg=output_dir={tmp_path}", "arg=--set", "arg=name=g",
+        "arg=--set", "arg=adapter.init=fresh", "arg=--set", f"arg=model.path={demo_model}"]
+    assert not (tmp_path / "g").exists()  # nothing written
+
+    proc = run_cli(base + ["--set", f"adapter.init={tmp_path / 'no-adapter'}"], timeout=300)
+    assert proc.returncode == 2 and f"essa-grpo: adapter.init: {tmp_path / 'no-adapter'}" in proc.stderr
+    proc = run_cli(base + ["--set", f"model.path={tmp_path / 'no-model'}"], timeout=300)
+    assert proc.returncode == 2 and "model folder not found" in proc.stderr
+
+    proc = run_cli(base + ["--set", "grpo.generation=vllm"], timeout=300)
+    assert proc.returncode == 2 and "grpo.generation: vllm needs a CUDA GPU" in proc.stderr
+    # Three processes cannot split a step's 4 x 8 completions.
+    proc = run_cli(base, env={"WORLD_SIZE": "3"}, timeout=300)
+    assert proc.returncode == 2 and "grpo.prompts_per_step" in proc.stderr
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "metrics.jsonl").write_text("")
+    proc = run_cli(base, timeout=300)
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+SBATCH = Path(__file__).resolve().parents[1] / "launch" / "slurm" / "essa-grpo.sbatch"
+
+
+def test_grpo_sbatch_is_valid_bash_and_launches_essa_grpo_with_accelerate():
+    import subprocess
+
+    text = SBATCH.read_text()
+    assert subprocess.run(["bash", "-n", str(SBATCH)], capture_output=True).returncode == 0
+    assert "accelerate launch" in text and "-m essa.cli.grpo" in text
+    assert "#SBATCH --nodes=1" in text and "#SBATCH --no-requeue" in text
+    assert "not resumable" in text.lower() and "grpo.max_wall_time_s" in text
+
+
+def _stub(path: Path, body: str) -> str:
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("check_rc", [0, 2])
+def test_grpo_sbatch_checks_then_starts_one_process_per_gpu(tmp_path, check_rc):
+    """The script with stand-ins for python and accelerate: the check first (exit 2 ends the job),
+    then `accelerate launch` with one process per GPU and the job's arguments."""
+    import subprocess
+
+    calls = tmp_path / "calls.txt"
+    python = _stub(tmp_path / "python", f"""echo "python WORLD_SIZE=$WORLD_SIZE $*" >> {calls}
+printf 'run_dir=runs/x\\nsetup=cuda:0\\nprocesses=%s\\nwarm_start=0\\nmax_wall_time_s=60\\n' "$WORLD_SIZE"
+printf 'arg=--config\\narg=%s\\n' "$5"
+exit {check_rc}
+""")
+    accelerate = _stub(tmp_path / "accelerate", f'echo "accelerate $*" >> {calls}\nexit 7\n')
+    root = SBATCH.parents[2]
+    env = {"PATH": "/usr/bin:/bin", "ESSA_HOME": str(root), "ESSA_PYTHON": python,
+           "ESSA_ACCELERATE": accelerate, "ESSA_GPUS": "4"}
+    proc = subprocess.run(["bash", str(SBATCH), "cfg.yaml", "--set", "name=g"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "python WORLD_SIZE=4 -m essa.cli.grpo --check --config cfg.yaml --set name=g"
+    if check_rc:
+        assert proc.returncode == 2 and len(lines) == 1
+        return
+    assert proc.returncode == 7  # the training step's status
+    assert lines[1] == ("accelerate launch --num_machines 1 --num_processes 4 --mixed_precision no "
+                        "--dynamo_backend no --multi_gpu -m essa.cli.grpo --config cfg.yaml --set name=g")

@@ -202,3 +202,140 @@ def test_cli_help_names_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--output", "--cache", "--no-eval", "--eval-backend", "--set"):
         assert option in text
+
+
+# ---- the trl trainer (the GPU path) and its memory plan ------------------------------------------
+
+def fake_cuda(bf16: bool = True):
+    from essa.models.dtype import Device
+    return Device("cuda", "Fake H100", cuda_bf16=bf16)
+
+
+def fake_cpu(capability: str = "AVX2"):
+    from essa.models.dtype import Device
+    return Device("cpu", "fake", aten_capability=capability)
+
+
+def test_setup_keeps_the_cpu_on_the_loop_and_sends_cuda_to_trl():
+    from essa.config.schema import SFTConfig
+    from essa.sft.setup import resolve_setup
+    cpu = resolve_setup(SFTConfig(), fake_cpu())
+    assert (cpu.trainer, cpu.device, cpu.precision, cpu.gradient_checkpointing) == ("loop", "cpu", "float32", False)
+    gpu = resolve_setup(SFTConfig(), fake_cuda())
+    assert (gpu.trainer, gpu.device, gpu.precision, gpu.gradient_checkpointing) == ("trl", "cuda", "bf16", True)
+    assert "bf16" in gpu.describe() and "gradient checkpointing" in gpu.describe()
+    assert resolve_setup(SFTConfig(), fake_cuda(bf16=False)).precision == "float32"  # e.g. a V100
+    qlora = resolve_setup(SFTConfig(quantization="nf4"), fake_cpu())  # QLoRA is the trl trainer's
+    assert (qlora.trainer, qlora.quantization) == ("trl", "nf4") and "QLoRA" in qlora.describe()
+    assert resolve_setup(SFTConfig(trainer="trl", gradient_checkpointing="on"), fake_cpu()).gradient_checkpointing
+    with pytest.raises(ConfigError, match="sft.device.*no CUDA"):
+        resolve_setup(SFTConfig(device="cuda"), fake_cpu())
+    with pytest.raises(ConfigError, match="loop trains on the CPU"):
+        resolve_setup(SFTConfig(device="cuda", trainer="loop"), fake_cuda())
+    with pytest.raises(ConfigError, match="nf4"):
+        load_config(None, ["sft.trainer=loop", "sft.quantization=nf4"])
+
+
+def test_micro_batches_divide_the_batch_under_the_token_budget():
+    from essa.sft.memory import micro_batch_rows
+    assert micro_batch_rows(8, 384, 0) == 8  # no budget: the whole batch
+    assert micro_batch_rows(8, 384, 1600) == 4  # 4 x 384 = 1536 <= 1600; 8 would not fit
+    assert micro_batch_rows(6, 100, 450) == 3  # the largest divisor of 6 that fits, not 4
+    assert micro_batch_rows(7, 100, 650) == 1  # 7 is prime: one row at a time
+    with pytest.raises(ConfigError, match="sft.max_batch_tokens=100.*384"):
+        micro_batch_rows(8, 384, 100)
+
+
+QWEN_32B = {"hidden_size": 5120, "intermediate_size": 27648, "num_hidden_layers": 64,
+            "num_attention_heads": 40, "num_key_value_heads": 8, "vocab_size": 152064,
+            "tie_word_embeddings": False, "model_type": "qwen2"}
+
+
+def test_memory_estimate_counts_a_32b_model_as_its_size_says():
+    from essa.sft.memory import GIB, ModelShape, TrainingShape, estimate_memory
+    shape = ModelShape(hidden=5120, intermediate=27648, layers=64, heads=40, kv_heads=8,
+                       head_dim=128, vocab=152064, tied_embeddings=False)
+    params = shape.decoder_linear_params() + shape.embedding_params()
+    assert 32.0e9 < params < 33.5e9  # Qwen2.5-32B: 32.8B parameters (norms and biases aside)
+    train = TrainingShape(precision="bf16", quantization="none", gradient_checkpointing=False,
+                          micro_batch_rows=8, sequence_tokens=512, lora_rank=16,
+                          lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"))
+    bf16 = estimate_memory(shape, train)
+    assert bf16.weights == pytest.approx(2 * params, rel=1e-6)
+    # rank 16 on q/k/v/o: 16 x ((5120+5120) + 2 x (5120+1024) + (5120+5120)) x 64 layers, 16 bytes each
+    assert bf16.lora == 16 * (10240 + 2 * 6144 + 10240) * 64 * 16
+    import dataclasses
+    nf4 = estimate_memory(shape, dataclasses.replace(train, quantization="nf4"))
+    assert nf4.weights < 0.3 * bf16.weights and nf4.activations == bf16.activations
+    ckpt = estimate_memory(shape, dataclasses.replace(train, gradient_checkpointing=True))
+    assert ckpt.activations < 0.2 * bf16.activations
+    assert 64 * GIB < bf16.total and nf4.total < bf16.total
+
+
+@pytest.fixture
+def qwen32b_folder(tmp_path):
+    folder = tmp_path / "Qwen2.5-32B-shape"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(QWEN_32B))
+    return folder
+
+
+def test_dry_run_refuses_a_plan_that_cannot_fit_and_names_what_would(qwen32b_folder, tmp_path, capsys):
+    from essa.cli.sft import main
+    base = ["--set", f"model.path={qwen32b_folder}", "--set", f"output_dir={tmp_path}",
+            "--set", "sft.trainer=trl", "--set", "sft.precision=bf16", "--set", "sft.max_length=512",
+            "--set", "sft.device_memory_gib=80", "--dry-run"]
+    assert main(base + ["--set", "sft.gradient_checkpointing=false"]) == 2
+    out = capsys.readouterr().out
+    assert "DOES NOT FIT" in out and "would fit: sft.gradient_checkpointing=true (" in out
+    assert "warm-start cache" in out and "SFT trainer trl" in out
+    assert main(base + ["--set", "sft.quantization=nf4", "--set", "sft.gradient_checkpointing=true"]) == 0
+    out = capsys.readouterr().out
+    assert "fits" in out and "DOES NOT FIT" not in out and "QLoRA nf4" in out
+    assert not any(tmp_path.glob("warm-start/*"))  # a dry run trains nothing
+
+
+def test_dry_run_on_the_cpu_says_the_memory_cannot_be_checked(tiny_model, tmp_path, capsys):
+    from essa.cli.sft import main
+    assert main(["--set", f"model.path={tiny_model}", "--set", f"output_dir={tmp_path}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "SFT trainer loop on cpu" in out and "device memory: unknown" in out
+
+
+def test_trl_trainer_takes_the_loops_steps_and_micro_batches_keep_the_loss(tiny_model, tmp_path):
+    """Same init, same batches, same optimizer: the trl trainer's losses follow the loop's, and
+    splitting each batch into micro-batches under a token budget changes nothing but rounding."""
+    common = ("sft.steps=4", "sft.batch_size=4", "sft.learning_rate=0.01", "sft.precision=float32")
+    loop = train_sft(make_config(tiny_model, tmp_path, *common, "sft.trainer=loop"), tmp_path / "loop",
+                     progress=False)
+    trl = train_sft(make_config(tiny_model, tmp_path, *common, "sft.trainer=trl"), tmp_path / "trl",
+                    progress=False)
+    split = train_sft(make_config(tiny_model, tmp_path, *common, "sft.trainer=trl",
+                                  "sft.max_batch_tokens=160"), tmp_path / "split", progress=False)
+    assert (loop.trainer, trl.trainer) == ("loop", "trl") and split.micro_batch_rows < 4
+    assert trl.micro_batch_rows == 4 and trl.train_tokens == loop.train_tokens > 0
+    assert trl.target_tokens == loop.target_tokens
+    assert trl.losses == pytest.approx(loop.losses, rel=2e-3)
+    assert split.losses == pytest.approx(trl.losses, rel=2e-3)
+    a, b = load_file(tmp_path / "loop" / "adapter_model.safetensors"), load_file(tmp_path / "trl" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:  # other batches or another init would differ by ~100%
+        assert (a[key] - b[key]).norm() < 1e-3 * a[key].norm(), key
+    summary = read_summary(tmp_path / "trl")
+    assert summary["trainer"] == "trl" and "float32" in summary["setup"]
+
+
+def test_qlora_trains_on_a_4bit_base(tiny_model, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    result = train_sft(make_config(tiny_model, tmp_path, "sft.steps=3", "sft.quantization=nf4"),
+                       tmp_path / "qlora", progress=False)
+    assert result.trainer == "trl" and "QLoRA nf4" in result.setup
+    tensors = load_file(tmp_path / "qlora" / "adapter_model.safetensors")
+    assert any("lora_B" in k and t.abs().max() > 0 for k, t in tensors.items())
+    # a QLoRA warm start learns around the 4-bit base: it gets its own cache folder
+    assert warm_start_key(make_config(tiny_model, tmp_path, "sft.steps=3", "sft.quantization=nf4")) != \
+        warm_start_key(make_config(tiny_model, tmp_path, "sft.steps=3"))
+    # how it is computed is not in the key: a warm start trained on a GPU serves a CPU run
+    assert warm_start_key(make_config(tiny_model, tmp_path, "sft.steps=3", "sft.trainer=trl",
+                                      "sft.max_batch_tokens=4096", "sft.precision=bf16")) == \
+        warm_start_key(make_config(tiny_model, tmp_path, "sft.steps=3"))

@@ -3,6 +3,7 @@
     essa-sft --config launch/configs/demo-cpu.yaml                  # train, then evaluate
     essa-sft --config launch/configs/demo-cpu.yaml --set sft.steps=40 --no-eval
     essa-sft --config launch/configs/demo-cpu.yaml --cache          # fill the warm-start cache
+    essa-sft --config launch/configs/qwen2.5-math-7b-gsm8k.yaml --dry-run   # trainer + memory plan
 
 Trains LoRA factors (``adapter.rank``, ``adapter.alpha``, ``adapter.target_modules``) on the task's
 training split with the ``sft`` section's settings and writes a standard PEFT adapter folder
@@ -10,6 +11,13 @@ training split with the ``sft`` section's settings and writes a standard PEFT ad
 ``<output_dir>/sft-<name>``), or with ``--cache`` to ``<output_dir>/warm-start/<key>``, the folder
 ``essa-train`` reuses for ``adapter.init: sft``. Then scores greedy validation accuracy of the
 base model and of the adapter on ``sft.eval_examples`` items (skip with ``--no-eval``).
+
+``--dry-run`` loads nothing: it prints the trainer, device and precision ``sft.trainer: auto``
+resolves to here and the memory one step needs, checked against the GPU (or
+``sft.device_memory_gib``); a plan that does not fit exits 2 and names the settings that would.
+With ``--set sft.device=cuda`` a node without a GPU plans for one (bf16)::
+
+    essa-sft --config X.yaml --dry-run --set sft.device=cuda --set sft.device_memory_gib=80
 """
 
 from __future__ import annotations
@@ -40,7 +48,35 @@ def build_parser() -> argparse.ArgumentParser:
                         help="who generates for the evaluation: the config's engine, transformers, or "
                         "auto (the engine, else transformers when it cannot apply adapters)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved trainer and the memory estimate, train nothing; "
+                        "exit 2 when the estimate exceeds the device's memory")
     return parser
+
+
+def dry_run(config) -> int:
+    """Print the plan of ``config``'s warm start; 0 when it fits (or cannot be checked), else 2."""
+    from essa.models import resolve_model_path
+    from essa.sft import warm_start_dir
+    from essa.sft.setup import memory_plan, resolve_setup
+
+    from essa.models.dtype import Device, probe_device
+
+    sft = config.sft
+    device, planned = probe_device(sft.device), ""
+    if sft.device.startswith("cuda") and device.kind != "cuda":
+        # planning a GPU job from a login node: resolve as a bf16 GPU would
+        device, planned = Device("cuda", "GPU", cuda_bf16=True), " (planned: this node has no GPU)"
+    setup = resolve_setup(sft, device)
+    model_path = resolve_model_path(config.model.path)
+    print(f"essa-sft dry run: {model_path}")
+    print(f"  {setup.describe()}{planned}")
+    print(f"  {sft.steps} steps of {sft.batch_size} examples (<= {sft.max_length} tokens each), "
+          f"LoRA rank {config.adapter.rank} on {', '.join(config.adapter.target_modules)}")
+    print(f"  warm-start cache: {warm_start_dir(config)}")
+    plan = memory_plan(config, setup, model_path)
+    print("\n".join(plan.lines()))
+    return 2 if plan.fits is False else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     from essa.sft.publish import SUMMARY_FILE
 
     try:
+        if args.dry_run:
+            return dry_run(config)
         if args.cache:
             config.adapter.init = "sft"
             if is_complete(warm_start_dir(config)):
@@ -83,6 +121,8 @@ def format_summary(folder: Path, summary: dict) -> str:
              f"{summary['seconds']:.0f} s; final loss {summary['final_loss']:.4f} "
              f"(first step {summary['losses'][0]:.4f})",
              f"adapter: {folder}"]
+    if summary.get("setup"):
+        lines.insert(1, summary["setup"])
     ev = summary.get("eval")
     if ev:
         lines.append(f"validation accuracy ({ev['items']} items, greedy, reward {ev['reward']}, "

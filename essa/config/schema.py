@@ -181,6 +181,26 @@ class SFTConfig:
     self_prompts: int = _f(256, "source self: training prompts the base model answers.")
     self_samples: int = _f(4, "source self: answers sampled per prompt.")
     self_temperature: float = _f(0.8, "source self: sampling temperature of those answers.")
+    trainer: Literal["auto", "loop", "trl"] = _f(
+        "auto", "auto: 'trl' on CUDA, 'loop' on the CPU. loop: the plain float32 torch loop (the CPU "
+        "demo's). trl: TRL's SFTTrainer with peft (bf16 autocast, gradient checkpointing, QLoRA); "
+        "docs/sft.md.")
+    device: str = _f("auto", "auto (cuda when this process sees a GPU, else cpu), cpu, cuda or cuda:N.")
+    precision: Literal["auto", "float32", "bf16"] = _f(
+        "auto", "trl trainer: auto is bf16 autocast (base in bf16, LoRA factors and optimizer in "
+        "float32) where the device computes bf16 natively, float32 elsewhere. The loop trainer is "
+        "float32.")
+    quantization: Literal["none", "nf4"] = _f(
+        "none", "nf4: QLoRA, a 4-bit bitsandbytes base with LoRA factors in float32/bf16 (trl "
+        "trainer; a 32B warm start on one 80 GB GPU).")
+    gradient_checkpointing: bool | Literal["auto"] = _f(
+        "auto", "Recompute activations in the backward pass (less memory, about 30% more time); auto: "
+        "true on CUDA, false on the CPU (trl trainer).")
+    max_batch_tokens: int = _f(0, "trl trainer: the most padded tokens in one forward pass; a step's "
+                               "sft.batch_size examples are split into equal micro-batches under it, "
+                               "gradients accumulated (same steps, same loss). 0: the whole batch at once.")
+    device_memory_gib: float = _f(0.0, "Memory of the training device the --dry-run estimate is "
+                                  "checked against; 0: the visible GPU's (no check without one).")
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "max_examples", "max_length", "self_prompts", "self_samples"):
@@ -189,6 +209,14 @@ class SFTConfig:
         _check(self.learning_rate > 0, f"sft.learning_rate: must be > 0, got {self.learning_rate}")
         _check(self.warmup_steps >= 0 and self.eval_examples >= 0 and self.threads >= 0,
                "sft.warmup_steps, sft.eval_examples, sft.threads: must be >= 0")
+        _check(self.max_batch_tokens >= 0 and self.device_memory_gib >= 0,
+               "sft.max_batch_tokens, sft.device_memory_gib: must be >= 0")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+               f"sft.device: {self.device!r} not allowed; choose auto, cpu, cuda or cuda:N")
+        _check(not (self.trainer == "loop" and self.quantization != "none"),
+               "sft.quantization: nf4 (QLoRA) needs sft.trainer trl or auto; the loop trainer is float32")
+        _check(not (self.trainer == "loop" and self.precision == "bf16"),
+               "sft.precision: bf16 needs sft.trainer trl or auto; the loop trainer is float32")
 
 
 @dataclass
@@ -425,8 +453,23 @@ class GRPOSettings:
                          "runtime.eval_items items (0: only at the start and the end).")
     log_every: int = _f(1, "Write a phase=train record (reward, loss, kl, tokens) every N steps.")
     threads: int = _f(0, "torch CPU threads; 0 leaves torch's default (all cores).")
+    device: str = _f("auto", "auto (cuda when visible, else cpu), cpu or cuda. On CUDA the policy "
+                     "trains in bf16 autocast (LoRA factors in float32); on the CPU in float32.")
+    generation: Literal["auto", "transformers", "vllm"] = _f(
+        "auto", "How training completions are sampled: vllm (TRL's colocate mode: a vLLM engine "
+        "on each training GPU) or transformers' generate. auto: vllm on CUDA when vllm imports, "
+        "else transformers.")
+    vllm_gpu_memory_utilization: float = _f(
+        0.3, "generation vllm: the share of each GPU's memory the colocated vLLM engine takes; "
+        "the rest is the trainer's.")
+    gradient_checkpointing: bool | Literal["auto"] = _f(
+        "auto", "Recompute activations in the backward pass; auto: true on CUDA, false on the CPU.")
 
     def validate(self) -> None:
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+               f"grpo.device: {self.device!r} not allowed; choose auto, cpu, cuda or cuda:N")
+        _check(0 < self.vllm_gpu_memory_utilization < 1,
+               f"grpo.vllm_gpu_memory_utilization: must be in (0, 1), got {self.vllm_gpu_memory_utilization}")
         for name in ("steps", "prompts_per_step", "log_every"):
             _check(getattr(self, name) >= 1, f"grpo.{name}: must be >= 1, got {getattr(self, name)}")
         _check(self.num_generations >= 2,

@@ -5,8 +5,9 @@ or AMX. On other CPUs (AVX2-only x86: most laptops and many cloud VMs) PyTorch a
 it, several times slower than float32 (benchmarks/RESULTS.md, "Cold start, dtype and
 torch.compile"). ``auto`` therefore picks bf16 where it is native and float32 elsewhere; an
 explicit dtype is honoured, with a warning when it will be slow here. Both inference engines
-(and so essa-train, essa-eval and the dry-run plan) ask :func:`resolve_dtype`; SFT and the GRPO
-baseline train in float32 on the CPU.
+(and so essa-train, essa-eval and the dry-run plan) ask :func:`resolve_dtype`. SFT and the GRPO
+baseline train in float32 on the CPU and in bf16 autocast where :func:`native_bf16` holds
+(essa/sft/setup.py, essa/baselines/grpo.py).
 """
 
 from __future__ import annotations

@@ -19,7 +19,10 @@ from essa.models import resolve_model_path
 from essa.sft.train import train_sft
 
 CACHE_FOLDER = "warm-start"
-_NOT_IN_KEY = ("threads", "eval_examples")  # how fast / what is reported, not what is trained
+# How fast, on what, and what is reported: not what is trained. A warm start trained on a GPU node
+# serves a run on any node (the trainer and precision change an adapter only by rounding).
+_NOT_IN_KEY = ("threads", "eval_examples", "trainer", "device", "precision", "gradient_checkpointing",
+               "max_batch_tokens", "device_memory_gib", "quantization")
 _COMPLETE = ("adapter_config.json", "adapter_model.safetensors", SUMMARY_FILE)
 
 
@@ -27,6 +30,8 @@ def warm_start_key_fields(config) -> dict:
     """The settings the cache key hashes (a JSON-ready mapping)."""
 
     sft = {k: v for k, v in to_dict(config.sft).items() if k not in _NOT_IN_KEY}
+    if config.sft.quantization != "none":  # a QLoRA adapter learns around the 4-bit base's errors
+        sft["quantization"] = config.sft.quantization
     if config.sft.source == "self":  # the sampled answers are cut at the engine's token limit
         sft["max_tokens"] = config.engine.max_tokens
     return {

@@ -1,6 +1,12 @@
-"""The LoRA SFT warm start: a plain torch loop over the task's training split.
+"""The LoRA SFT warm start: the task's training split in, a PEFT adapter folder out.
 
-The base model is loaded in float32 (bf16 training on the CPU is slow and loses small updates),
+Two trainers share the data, the batches and the LoRA initialisation (essa/sft/setup.py picks one):
+
+- ``loop`` (the CPU default, here): a plain torch loop with the base model in float32 (bf16
+  training on the CPU is slow and loses small updates);
+- ``trl`` (the CUDA default, essa/sft/trl_trainer.py): TRL's SFTTrainer in bf16 autocast, with
+  gradient checkpointing, micro-batches under a token budget, and QLoRA.
+
 LoRA factors go on ``adapter.target_modules``, and AdamW trains them with a linear warm-up then a
 constant learning rate. The result is a standard PEFT adapter folder (``adapter_config.json`` +
 ``adapter_model.safetensors``) plus ``sft_summary.json``, written atomically.
@@ -17,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from essa.config import ConfigError, to_dict
+from essa.config import to_dict
 from essa.config.schema import TaskConfig
 from essa.sft.data import TokenizedExample, batch_indices, collate, tokenize_examples
 from essa.sft.publish import publish_folder, write_summary
+from essa.sft.recipe import MAX_GRAD_NORM, check_target_modules, lora_config, lr_factor
 from essa.data import load_task
 from essa.models import resolve_model_path
 
-MAX_GRAD_NORM = 1.0  # clip: a few long answers in a batch of 8 must not blow up a step
 
 
 @dataclass
@@ -39,6 +45,11 @@ class SFTResult:
     examples: int  # training examples available to the sampler
     target_tokens: int  # answer tokens (the ones with a loss) seen over all steps
     config: dict = field(default_factory=dict)
+    trainer: str = "loop"  # loop or trl (essa/sft/setup.py)
+    setup: str = ""  # the resolved trainer, device and precision in words
+    train_tokens: int = 0  # tokens of every sequence forwarded (prompts included, padding not)
+    micro_batch_rows: int = 0  # sequences per forward pass
+    peak_memory_bytes: int | None = None  # CUDA peak during training; None on the CPU
 
     def summary(self) -> dict:
         """The JSON-ready record written as ``sft_summary.json``."""
@@ -47,35 +58,15 @@ class SFTResult:
         return out
 
 
-def lr_factor(step: int, warmup_steps: int) -> float:
-    """Multiplier of the learning rate at 0-based ``step``: linear warm-up, then constant 1."""
-    if step >= warmup_steps:
-        return 1.0
-    return (step + 1) / (warmup_steps + 1)  # never 0: every step moves the weights
-
-
-def check_target_modules(model, target_modules: list[str]) -> None:
-    """Raise ConfigError naming the targets the model lacks and the linear layers it has."""
-    linear_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                    if isinstance(m, torch.nn.Linear)}
-    missing = [t for t in target_modules if t not in linear_names]
-    if missing:
-        raise ConfigError(f"adapter.target_modules: {missing} not found among the model's linear "
-                          f"layers; it has {sorted(linear_names)}")
-
-
 def load_lora_model(model_path: Path, adapter_cfg, seed: int):
     """The base model in float32 with fresh, seeded LoRA factors (B = 0, so it starts as the base)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
     check_target_modules(model, adapter_cfg.target_modules)
     torch.manual_seed(seed)  # lora_A's random init
-    lora = LoraConfig(r=adapter_cfg.rank, lora_alpha=adapter_cfg.alpha,
-                      target_modules=list(adapter_cfg.target_modules), lora_dropout=0.0,
-                      bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    return get_peft_model(model, lora_config(adapter_cfg))
 
 
 def train_steps(model, data: list[TokenizedExample], sft_cfg, seed: int, pad_id: int,
@@ -153,9 +144,21 @@ def train_sft(config, output: str | Path, progress: bool = True,
     if not any(x.num_target_tokens for x in data):
         raise ValueError(f"sft.max_length={config.sft.max_length} cuts every answer off its prompt; "
                          f"raise it")
-    model = load_lora_model(model_path, config.adapter, config.seed)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    losses, target_tokens = train_steps(model, data, config.sft, config.seed, pad_id, progress)
+    from essa.sft.setup import resolve_setup
+    setup = resolve_setup(config.sft)
+    if setup.trainer == "trl":
+        from essa.sft.trl_trainer import train_with_trl
+        out = train_with_trl(model_path, tokenizer, data, config, setup, progress)
+        model, losses, target_tokens = out.model, out.losses, out.target_tokens
+        extra = {"train_tokens": out.train_tokens, "micro_batch_rows": out.micro_batch_rows,
+                 "peak_memory_bytes": out.peak_memory_bytes}
+    else:
+        model = load_lora_model(model_path, config.adapter, config.seed)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        losses, target_tokens = train_steps(model, data, config.sft, config.seed, pad_id, progress)
+        rows = batch_indices(len(data), config.sft.steps, config.sft.batch_size, config.seed)
+        extra = {"train_tokens": sum(len(data[i].input_ids) for step in rows for i in step),
+                 "micro_batch_rows": config.sft.batch_size}
     if not all(math.isfinite(x) for x in losses):
         raise FloatingPointError(f"SFT loss became non-finite ({losses[-5:]}); lower "
                                  f"sft.learning_rate (now {config.sft.learning_rate})")
@@ -163,7 +166,8 @@ def train_sft(config, output: str | Path, progress: bool = True,
     result = SFTResult(adapter_dir=output, steps=len(losses), final_loss=sum(tail) / len(tail),
                        losses=[round(x, 5) for x in losses], seconds=round(time.time() - t0, 1),
                        examples=len(data), target_tokens=target_tokens,
-                       config=run_config_record(config))
+                       config=run_config_record(config), trainer=setup.trainer,
+                       setup=setup.describe(), **extra)
     save_adapter(model, output, {**result.summary(), **(extra_summary or {})})
     return result
 
