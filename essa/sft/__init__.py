@@ -1,5 +1,6 @@
 """The SFT warm start of ESSA: a short LoRA SFT on the task's training split (loss on the answer
-tokens only), saved as a standard PEFT adapter folder and cached per setting.
+tokens only), saved as a standard PEFT adapter folder and cached per setting. ``sft.trainer``
+picks the plain float32 loop (CPU) or TRL's SFTTrainer (CUDA: bf16, QLoRA); see essa/sft/setup.py.
 
     from essa.sft import ensure_warm_start, train_sft
     folder = ensure_warm_start(config)        # <output_dir>/warm-start/<key>, trained if missing
