@@ -520,25 +520,36 @@ def test_recorder_on_other_processes_writes_nothing_and_follows_the_main_ones_st
 
 
 def test_greedy_scoring_moves_its_inputs_to_the_models_device():
+    """GRPO's validation on a GPU: hf_greedy_completions builds its batch on the model's device."""
     import torch
 
-    from essa.baselines.grpo import _OnDevice
+    from essa.sft.evaluate import hf_greedy_completions
 
     seen = {}
 
     class Model:
+        device = torch.device("meta")
+
         def eval(self):
             seen["eval"] = True
 
         def generate(self, **kwargs):
-            seen.update({k: v.device.type if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()})
-            return "out"
+            seen.update({k: v.device.type if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()
+                         if k in ("input_ids", "attention_mask", "max_new_tokens")})
+            return torch.tensor([[5, 6, 7, 9, 8]])  # the 2 prompt tokens, then 7, the stop id 9, 8
 
-    wrapped = _OnDevice(Model(), "meta")
-    assert wrapped.eval() is wrapped and seen["eval"]
-    assert wrapped.generate(input_ids=torch.ones(1, 2), attention_mask=torch.ones(1, 2),
-                            max_new_tokens=3) == "out"
+    class Tokenizer:
+        pad_token_id = 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return type("Encoded", (), {"input_ids": [5, 6]})
+
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join(map(str, ids))
+
+    out = hf_greedy_completions(Model(), Tokenizer(), ["q"], max_tokens=3, stop_id=9)
     assert seen == {"eval": True, "input_ids": "meta", "attention_mask": "meta", "max_new_tokens": 3}
+    assert [(c.text, c.num_tokens) for c in out] == [("7 9", 2)]
 
 
 @pytest.mark.model

@@ -59,7 +59,7 @@ from essa.rundir import MetricsWriter
 from essa.sft import ensure_warm_start
 from essa.sft.data import end_of_turn_id
 from essa.sft.evaluate import hf_greedy_completions
-from essa.sft.recipe import check_target_modules, lora_config
+from essa.sft.recipe import add_fresh_lora
 
 log = logging.getLogger("essa")
 
@@ -209,7 +209,7 @@ def load_policy(config, model_path: Path, setup: GRPOSetup | None = None):
     """(trainable peft model, description of where its adapter came from): the base in the
     set-up's dtype on its device (float32 on the CPU without a set-up), the LoRA factors in float32
     (peft's ``autocast_adapter_dtype``)."""
-    from peft import PeftModel, get_peft_model
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     dtype, device = (setup.torch_dtype, setup.device) if setup else (torch.float32, "cpu")
@@ -219,11 +219,7 @@ def load_policy(config, model_path: Path, setup: GRPOSetup | None = None):
         base = base.to(device)
     if folder is not None:
         return PeftModel.from_pretrained(base, str(folder), is_trainable=True), str(folder)
-    # A fresh LoRA, as the SFT warm start makes it: seeded lora_A, B = 0.
-    adapter = config.adapter
-    check_target_modules(base, adapter.target_modules)
-    torch.manual_seed(config.seed)  # lora_A's random init
-    return get_peft_model(base, lora_config(adapter)), "fresh"
+    return add_fresh_lora(base, config.adapter, config.seed), "fresh"  # as the SFT warm start starts
 
 
 def essa_reward_func(reward, counter: TokenCount, name: str):
@@ -243,28 +239,11 @@ def essa_reward_func(reward, counter: TokenCount, name: str):
     return reward_func
 
 
-class _OnDevice:
-    """A model whose ``generate`` takes CPU tensors (as hf_greedy_completions builds them) and
-    moves them to the model's device first."""
-
-    def __init__(self, model, device: str):
-        self.model, self.device = model, device
-
-    def eval(self):
-        self.model.eval()
-        return self
-
-    def generate(self, **kwargs):
-        return self.model.generate(**{k: v.to(self.device) if isinstance(v, torch.Tensor) else v
-                                      for k, v in kwargs.items()})
-
-
 class GreedyScorer:
     """Greedy accuracy of a (peft) model on the first items of a split, as essa-train scores it."""
 
-    def __init__(self, config, task, tokenizer, reward, device: str = "cpu"):
+    def __init__(self, config, task, tokenizer, reward):
         self.config, self.task, self.tokenizer, self.reward = config, task, tokenizer, reward
-        self.device = device
         self.stop_id = end_of_turn_id(tokenizer, config.model.chat_template)
         # A chat-templated prompt carries its special tokens; a plain one gets the tokenizer's.
         self.plain = not (config.model.chat_template and getattr(tokenizer, "chat_template", None))
@@ -276,9 +255,9 @@ class GreedyScorer:
                                 self.config.model.chat_template)
         was_training = model.training
         try:
-            completions = hf_greedy_completions(
-                model if self.device == "cpu" else _OnDevice(model, self.device), self.tokenizer,
-                prompts, self.config.engine.max_tokens, self.stop_id, add_special_tokens=self.plain)
+            completions = hf_greedy_completions(model, self.tokenizer, prompts,
+                                                self.config.engine.max_tokens, self.stop_id,
+                                                add_special_tokens=self.plain)
         finally:
             model.train(was_training)
         scores = score_completions(self.reward, [[c] for c in completions], examples)
@@ -469,7 +448,7 @@ def run_grpo(config, run_dir: str | Path, progress: bool = False, setup: GRPOSet
 
     model, start = load_policy(cfg, model_path, setup)
     metrics = MetricsWriter(run_dir / "metrics.jsonl")
-    scorer = GreedyScorer(cfg, task, tokenizer, reward, setup.device)
+    scorer = GreedyScorer(cfg, task, tokenizer, reward)
     recorder = RunRecorder(cfg, model, scorer, metrics, tokens)
     trainer = GRPOTrainer(model=model, reward_funcs=[essa_reward_func(reward, tokens, f"essa_{task.reward}")],
                           args=grpo_arguments(cfg, run_dir, progress, setup), train_dataset=dataset,

@@ -29,6 +29,12 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _check_device(value: str, name: str) -> None:
+    """A torch device field: auto, cpu, cuda or cuda:N."""
+    _check(value in ("auto", "cpu", "cuda") or value.startswith("cuda:"),
+           f"{name}: {value!r} not allowed; choose auto, cpu, cuda or cuda:N")
+
+
 @dataclass
 class ModelConfig:
     """The base model every engine loads once."""
@@ -211,8 +217,7 @@ class SFTConfig:
                "sft.warmup_steps, sft.eval_examples, sft.threads: must be >= 0")
         _check(self.max_batch_tokens >= 0 and self.device_memory_gib >= 0,
                "sft.max_batch_tokens, sft.device_memory_gib: must be >= 0")
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-               f"sft.device: {self.device!r} not allowed; choose auto, cpu, cuda or cuda:N")
+        _check_device(self.device, "sft.device")
         _check(not (self.trainer == "loop" and self.quantization != "none"),
                "sft.quantization: nf4 (QLoRA) needs sft.trainer trl or auto; the loop trainer is float32")
         _check(not (self.trainer == "loop" and self.precision == "bf16"),
@@ -245,9 +250,7 @@ class RewardModelConfig:
         for name in ("batch_size", "max_length"):
             _check(getattr(self, name) >= 1,
                    f"fitness.reward_model.{name}: must be >= 1, got {getattr(self, name)}")
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-               f"fitness.reward_model.device: {self.device!r} not allowed; choose auto, cpu, "
-               f"cuda or cuda:N")
+        _check_device(self.device, "fitness.reward_model.device")
         _check(not (self.dtype == "int8" and self.device == "cpu"),
                "fitness.reward_model.dtype int8 runs on CUDA only (bitsandbytes); on the CPU use "
                "bfloat16 or float32 (docs/fitness.md)")
@@ -466,8 +469,7 @@ class GRPOSettings:
         "auto", "Recompute activations in the backward pass; auto: true on CUDA, false on the CPU.")
 
     def validate(self) -> None:
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-               f"grpo.device: {self.device!r} not allowed; choose auto, cpu, cuda or cuda:N")
+        _check_device(self.device, "grpo.device")
         _check(0 < self.vllm_gpu_memory_utilization < 1,
                f"grpo.vllm_gpu_memory_utilization: must be in (0, 1), got {self.vllm_gpu_memory_utilization}")
         for name in ("steps", "prompts_per_step", "log_every"):

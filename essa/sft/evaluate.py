@@ -27,16 +27,18 @@ BACKENDS = ("auto", "engine", "transformers")
 
 def hf_greedy_completions(model, tokenizer, prompts: list[str], max_tokens: int, stop_id: int,
                           add_special_tokens: bool = False, batch_size: int = 64) -> list[Completion]:
-    """Greedy completions of ``prompts`` with a transformers model, left-padded batches."""
+    """Greedy completions of ``prompts`` with a transformers model, left-padded batches built on the
+    model's device (a model on a GPU gets GPU tensors)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_id
+    device = getattr(model, "device", "cpu")
     out: list[Completion] = []
     model.eval()
     for start in range(0, len(prompts), batch_size):
         rows = [tokenizer(p, add_special_tokens=add_special_tokens).input_ids
                 for p in prompts[start:start + batch_size]]
         width = max(len(r) for r in rows)
-        input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])  # (B, T)
-        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)  # (B, T)
+        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
         with torch.no_grad():
             generated = model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                        max_new_tokens=max_tokens, do_sample=False,

@@ -13,6 +13,15 @@ from essa.config import ConfigError
 MAX_GRAD_NORM = 1.0  # clip: a few long answers in a batch of 8 must not blow up a step
 
 
+def add_fresh_lora(model, adapter_cfg, seed: int):
+    """``model`` with fresh LoRA factors of the ``adapter`` section: lora_A drawn from ``seed``,
+    B = 0 (it starts as the base). Every trainer initialises through here, so they start alike."""
+    from peft import get_peft_model
+    check_target_modules(model, adapter_cfg.target_modules)
+    torch.manual_seed(seed)  # lora_A's random init
+    return get_peft_model(model, lora_config(adapter_cfg))  # factors float32 (autocast_adapter_dtype)
+
+
 def lora_config(adapter_cfg):
     """peft's LoraConfig of the ``adapter`` section: rank, alpha, target modules, no dropout."""
     from peft import LoraConfig

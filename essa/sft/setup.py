@@ -103,6 +103,8 @@ def device_memory(sft, setup: SFTSetup) -> tuple[int | None, str]:
         return int(sft.device_memory_gib * GIB), "sft.device_memory_gib"
     if setup.device.startswith("cuda"):
         import torch
+        if not torch.cuda.is_available():  # a GPU plan made on a node without one
+            return None, "no GPU visible here"
         index = int(setup.device.split(":")[1]) if ":" in setup.device else 0
         props = torch.cuda.get_device_properties(index)
         return int(props.total_memory), props.name
@@ -114,13 +116,7 @@ def memory_plan(config, setup: SFTSetup, model_path) -> MemoryPlan:
     shape = read_model_shape(model_path)
     train = training_shape(config, setup)
     estimate = estimate_memory(shape, train)
-    budget, source = device_memory(config.sft, setup) if config.sft.device_memory_gib > 0 or \
-        _cuda_visible() else (None, "no GPU visible here")
+    budget, source = device_memory(config.sft, setup)
     alternatives = [] if budget is None or estimate.total <= budget else \
         fitting_alternatives(shape, train, budget)
     return MemoryPlan(estimate, budget, source, alternatives)
-
-
-def _cuda_visible() -> bool:
-    import torch
-    return torch.cuda.is_available()

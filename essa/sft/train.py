@@ -27,7 +27,7 @@ from essa.config import to_dict
 from essa.config.schema import TaskConfig
 from essa.sft.data import TokenizedExample, batch_indices, collate, tokenize_examples
 from essa.sft.publish import publish_folder, write_summary
-from essa.sft.recipe import MAX_GRAD_NORM, check_target_modules, lora_config, lr_factor
+from essa.sft.recipe import MAX_GRAD_NORM, add_fresh_lora, lr_factor
 from essa.data import load_task
 from essa.models import resolve_model_path
 
@@ -60,13 +60,10 @@ class SFTResult:
 
 def load_lora_model(model_path: Path, adapter_cfg, seed: int):
     """The base model in float32 with fresh, seeded LoRA factors (B = 0, so it starts as the base)."""
-    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
-    check_target_modules(model, adapter_cfg.target_modules)
-    torch.manual_seed(seed)  # lora_A's random init
-    return get_peft_model(model, lora_config(adapter_cfg))
+    return add_fresh_lora(model, adapter_cfg, seed)
 
 
 def train_steps(model, data: list[TokenizedExample], sft_cfg, seed: int, pad_id: int,
@@ -150,15 +147,15 @@ def train_sft(config, output: str | Path, progress: bool = True,
         from essa.sft.trl_trainer import train_with_trl
         out = train_with_trl(model_path, tokenizer, data, config, setup, progress)
         model, losses, target_tokens = out.model, out.losses, out.target_tokens
-        extra = {"train_tokens": out.train_tokens, "micro_batch_rows": out.micro_batch_rows,
-                 "peak_memory_bytes": out.peak_memory_bytes}
+        extra = {"micro_batch_rows": out.micro_batch_rows, "peak_memory_bytes": out.peak_memory_bytes}
     else:
         model = load_lora_model(model_path, config.adapter, config.seed)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         losses, target_tokens = train_steps(model, data, config.sft, config.seed, pad_id, progress)
-        rows = batch_indices(len(data), config.sft.steps, config.sft.batch_size, config.seed)
-        extra = {"train_tokens": sum(len(data[i].input_ids) for step in rows for i in step),
-                 "micro_batch_rows": config.sft.batch_size}
+        extra = {"micro_batch_rows": config.sft.batch_size}
+    # both trainers walk the same seeded batches: the tokens forwarded follow from them
+    batches = batch_indices(len(data), config.sft.steps, config.sft.batch_size, config.seed)
+    extra["train_tokens"] = sum(len(data[i].input_ids) for step in batches for i in step)
     if not all(math.isfinite(x) for x in losses):
         raise FloatingPointError(f"SFT loss became non-finite ({losses[-5:]}); lower "
                                  f"sft.learning_rate (now {config.sft.learning_rate})")

@@ -21,7 +21,7 @@ import torch
 from essa.sft.data import TokenizedExample, batch_indices
 from essa.sft.memory import micro_batch_rows
 from essa.sft.setup import SFTSetup
-from essa.sft.recipe import MAX_GRAD_NORM, check_target_modules, lora_config, lr_factor
+from essa.sft.recipe import MAX_GRAD_NORM, add_fresh_lora, lr_factor
 
 
 @dataclass
@@ -31,7 +31,6 @@ class TrlOutcome:
     model: object  # the trained peft model
     losses: list[float]
     target_tokens: int
-    train_tokens: int
     micro_batch_rows: int
     peak_memory_bytes: int | None
 
@@ -56,23 +55,20 @@ def load_base(model_path, setup: SFTSetup):
 
 def lora_model(model_path, adapter_cfg, seed: int, setup: SFTSetup):
     """The base with fresh LoRA factors, initialised as the loop trainer initialises them."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training
 
     model = load_base(model_path, setup)
-    check_target_modules(model, adapter_cfg.target_modules)
     if setup.quantization == "nf4":
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=setup.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
-    torch.manual_seed(seed)  # lora_A's random init, as load_lora_model draws it
-    return get_peft_model(model, lora_config(adapter_cfg))  # factors in float32 (autocast_adapter_dtype)
+    return add_fresh_lora(model, adapter_cfg, seed)
 
 
-def ordered_rows(data: list[TokenizedExample], sft_cfg, seed: int) -> dict[str, list]:
+def ordered_rows(data: list[TokenizedExample], sft_cfg, seed: int) -> list[TokenizedExample]:
     """Every step's examples in step order: read sequentially, they are the loop's batches."""
-    rows = [data[i] for step in batch_indices(len(data), sft_cfg.steps, sft_cfg.batch_size, seed)
+    return [data[i] for step in batch_indices(len(data), sft_cfg.steps, sft_cfg.batch_size, seed)
             for i in step]
-    return {"input_ids": [x.input_ids for x in rows], "labels": [x.labels for x in rows]}
 
 
 def train_with_trl(model_path, tokenizer, data: list[TokenizedExample], config, setup: SFTSetup,
@@ -87,7 +83,8 @@ def train_with_trl(model_path, tokenizer, data: list[TokenizedExample], config, 
     longest = max(len(x.input_ids) for x in data)
     rows = micro_batch_rows(sft.batch_size, longest, sft.max_batch_tokens)
     model = lora_model(model_path, config.adapter, config.seed, setup)
-    columns = ordered_rows(data, sft, config.seed)
+    rows_in_order = ordered_rows(data, sft, config.seed)
+    columns = {"input_ids": [x.input_ids for x in rows_in_order], "labels": [x.labels for x in rows_in_order]}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=sft.learning_rate, weight_decay=sft.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -130,7 +127,6 @@ def train_with_trl(model_path, tokenizer, data: list[TokenizedExample], config, 
         trainer.remove_callback(PrinterCallback)  # it prints every log dict
         trainer.train()
     peak = torch.cuda.max_memory_allocated() if setup.device.startswith("cuda") else None
-    target = sum(x != -100 for labels in columns["labels"] for x in labels)
-    return TrlOutcome(model=trainer.model, losses=losses, target_tokens=int(target),
-                      train_tokens=sum(len(x) for x in columns["input_ids"]), micro_batch_rows=rows,
-                      peak_memory_bytes=peak)
+    return TrlOutcome(model=trainer.model, losses=losses,
+                      target_tokens=sum(x.num_target_tokens for x in rows_in_order),
+                      micro_batch_rows=rows, peak_memory_bytes=peak)
